@@ -1,0 +1,318 @@
+"""Fan-out benchmark: N concurrent SSE clients, one publisher at R events/s, several servers.
+
+Each server runs as a real process (gunicorn by default). The load generator opens N
+HTTP/1.0 connections with asyncio (close-delimited bodies, so no chunked decoding), parses
+with sseproto's Decoder, and reports, per server, in one run:
+
+- connect time (all N streams open) and per-connection p50/p99,
+- delivery latency p50/p99/max (publisher's timestamp in the data → receive time),
+- events lost and duplicated (every client must get every published event exactly once),
+- server RSS per connection ((RSS with N clients - RSS idle) / N, from /proc).
+
+    python bench/fanout.py                       # 5,000 clients, 20 events/s, 20 s
+    python bench/fanout.py --clients 500 --duration 5 --quick
+    python bench/fanout.py --servers sseproto-gevent,naive-gevent
+
+The load generator runs in ``--procs`` processes sharing the 2 cores with the server;
+its own delay is part of the measured latency, the same for every server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from sseproto import Decoder
+
+ROOT = Path(__file__).resolve().parent
+PY = sys.executable
+
+# name -> (gunicorn worker args, app module:object, stream path, publish path, stats path)
+SERVERS: dict[str, tuple[list[str], str, str, str, str]] = {
+    "sseproto-gevent": (
+        ["-k", "gevent", "--worker-connections", "20000"],
+        "sseproto_app:app",
+        "/sse/stream?channel=bench",
+        "/publish",
+        "/stats",
+    ),
+    "naive-gevent": (
+        ["-k", "gevent", "--worker-connections", "20000"],
+        "naive:app",
+        "/stream",
+        "/publish",
+        "/stats",
+    ),
+    "sseproto-gthread": (
+        ["-k", "gthread", "--threads", "1100"],
+        "sseproto_app:app",
+        "/sse/stream?channel=bench",
+        "/publish",
+        "/stats",
+    ),
+    "naive-gthread": (["-k", "gthread", "--threads", "1100"], "naive:app", "/stream", "/publish", "/stats"),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_kb(pid: int) -> int:
+    """Resident memory of a process and its children (gunicorn master + worker), in KB."""
+    total = 0
+    pids = [pid]
+    try:
+        pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def start_server(name: str, port: int) -> subprocess.Popen[bytes]:
+    worker, app, *_ = SERVERS[name]
+    cmd = [PY, "-m", "gunicorn", "-w", "1", *worker, "-b", f"127.0.0.1:{port}", "--timeout", "120",
+           "--backlog", "4096", "--chdir", str(ROOT / "apps"), "--log-level", "warning", app]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"{name} did not start")
+
+
+# -- load generator ---------------------------------------------------------------------
+
+
+async def client(port: int, path: str, state: dict[str, Any], stop: asyncio.Event) -> None:
+    t0 = time.monotonic()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
+    except OSError:
+        state["failed"] += 1
+        return
+    writer.write(f"GET {path} HTTP/1.0\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode())
+    head = b""
+    decoder = Decoder()
+    seen: dict[int, int] = {}
+    try:
+        while b"\r\n\r\n" not in head:
+            chunk = await reader.read(65536)
+            if not chunk:
+                state["failed"] += 1
+                return
+            head += chunk
+        head, _, body = head.partition(b"\r\n\r\n")
+        if b" 200 " not in head.split(b"\r\n", 1)[0]:
+            state["failed"] += 1
+            return
+        state["connect"].append(time.monotonic() - t0)
+        state["open"] += 1
+        chunk = body
+        while True:
+            if chunk:
+                now = time.time()
+                for event in decoder.feed(chunk):
+                    seq, sent = event.data.split(" ", 1)
+                    n = int(seq)
+                    seen[n] = seen.get(n, 0) + 1
+                    state["latency"].append(now - float(sent))
+            if stop.is_set():
+                break
+            read = asyncio.ensure_future(reader.read(65536))
+            halt = asyncio.ensure_future(stop.wait())
+            done, _ = await asyncio.wait({read, halt}, return_when=asyncio.FIRST_COMPLETED)
+            if read not in done:
+                read.cancel()
+                break
+            halt.cancel()
+            chunk = read.result()
+            if not chunk:
+                state["dropped"] += 1
+                break
+    except (OSError, ValueError) as exc:
+        state["errors"].append(repr(exc))
+    finally:
+        writer.close()
+        state["seen"].append(seen)
+
+
+async def load(port: int, path: str, n: int, conn: Any) -> None:
+    state: dict[str, Any] = {
+        "connect": [], "latency": [], "open": 0, "failed": 0, "dropped": 0, "errors": [], "seen": []
+    }
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    tasks = []
+    for i in range(n):
+        tasks.append(asyncio.ensure_future(client(port, path, state, stop)))
+        if i % 200 == 199:
+            await asyncio.sleep(0.05)  # a connect ramp the server's backlog can take
+    deadline = time.monotonic() + 120
+    while state["open"] + state["failed"] < n and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    conn.send(("open", state["open"], state["failed"]))
+    await loop.run_in_executor(None, conn.recv)  # the parent says when publishing is over
+    stop.set()
+    await asyncio.wait(tasks, timeout=30)
+    expected = conn.recv()
+    lost = dup = 0
+    for seen in state["seen"]:
+        lost += sum(1 for s in expected if s not in seen)
+        dup += sum(c - 1 for c in seen.values() if c > 1)
+    conn.send(("done", state["connect"], state["latency"], lost, dup, state["dropped"], state["errors"][:5]))
+
+
+def load_process(port: int, path: str, n: int, conn: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    asyncio.run(load(port, path, n, conn))
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(p / 100 * len(values)))]
+
+
+def run(name: str, clients: int, rate: float, duration: float, procs: int) -> dict[str, Any]:
+    port = free_port()
+    server = start_server(name, port)
+    _, _, stream, publish, _ = SERVERS[name]
+    try:
+        time.sleep(0.5)
+        idle = rss_kb(server.pid)
+        pipes, workers = [], []
+        t0 = time.monotonic()
+        for i in range(procs):
+            parent, child = mp.Pipe()
+            share = clients // procs + (1 if i < clients % procs else 0)
+            w = mp.Process(target=load_process, args=(port, stream, share, child), daemon=True)
+            w.start()
+            pipes.append(parent)
+            workers.append(w)
+        opened = failed = 0
+        for p in pipes:
+            _, o, f = p.recv()
+            opened += o
+            failed += f
+        connect_all = time.monotonic() - t0
+        time.sleep(1.0)
+        busy = rss_kb(server.pid)
+        # Publish: seq and wall-clock time in the data, at a steady rate.
+        sent: list[int] = []
+        interval = 1.0 / rate
+        start = time.monotonic()
+        seq = 0
+        while time.monotonic() - start < duration:
+            body = f"{seq} {time.time():.6f}".encode()
+            req = urllib.request.Request(f"http://127.0.0.1:{port}{publish}", data=body, method="POST")
+            with urllib.request.urlopen(req, timeout=10) as r:
+                r.read()
+            sent.append(seq)
+            seq += 1
+            pause = start + seq * interval - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+        time.sleep(2.0)  # let the last events arrive
+        for p in pipes:
+            p.send("stop")
+        for p in pipes:
+            p.send(sent)
+        connect: list[float] = []
+        latency: list[float] = []
+        lost = dup = dropped = 0
+        errors: list[str] = []
+        for p in pipes:
+            _, c, lat, lo, du, dr, er = p.recv()
+            connect += c
+            latency += lat
+            lost += lo
+            dup += du
+            dropped += dr
+            errors += er
+        for w in workers:
+            w.join(10)
+        return {
+            "server": name, "clients": opened, "failed": failed, "connect_all_s": connect_all,
+            "connect_p50_ms": pct(connect, 50) * 1000, "connect_p99_ms": pct(connect, 99) * 1000,
+            "published": len(sent), "delivered": len(latency), "lost": lost, "dup": dup, "dropped": dropped,
+            "p50_ms": pct(latency, 50) * 1000, "p99_ms": pct(latency, 99) * 1000,
+            "max_ms": max(latency, default=float("nan")) * 1000,
+            "rss_kb_per_conn": (busy - idle) / max(opened, 1), "errors": errors,
+        }
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clients", type=int, default=5000)
+    ap.add_argument("--rate", type=float, default=20.0, help="events published per second")
+    ap.add_argument("--duration", type=float, default=20.0, help="seconds of publishing")
+    ap.add_argument("--procs", type=int, default=1, help="load generator processes")
+    ap.add_argument("--servers", default="sseproto-gevent,naive-gevent")
+    ap.add_argument("--quick", action="store_true", help="500 clients, 5 s")
+    ap.add_argument("--json", action="store_true", help="print results as JSON lines")
+    args = ap.parse_args()
+    if args.quick:
+        args.clients, args.duration = min(args.clients, 500), min(args.duration, 5.0)
+    results = []
+    for name in args.servers.split(","):
+        print(f"-- {name}: {args.clients} clients, {args.rate:g} ev/s for {args.duration:g} s", flush=True)
+        res = run(name, args.clients, args.rate, args.duration, args.procs)
+        results.append(res)
+        print(json.dumps(res) if args.json else "   " + ", ".join(
+            f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items() if k != "errors"
+        ), flush=True)
+        if res["errors"]:
+            print("   errors:", res["errors"])
+    print()
+    print(f"{'server':18} {'clients':>7} {'connect s':>9} {'p50 ms':>8} {'p99 ms':>8} {'lost':>6} {'dup':>5} "
+          f"{'KB/conn':>8}")
+    for r in results:
+        print(f"{r['server']:18} {r['clients']:>7} {r['connect_all_s']:>9.2f} {r['p50_ms']:>8.1f} "
+              f"{r['p99_ms']:>8.1f} {r['lost']:>6} {r['dup']:>5} {r['rss_kb_per_conn']:>8.1f}")
+    if len(results) > 1:
+        base = results[-1]
+        for r in results[:-1]:
+            print(f"{r['server']} vs {base['server']}: p99 ratio {base['p99_ms'] / r['p99_ms']:.2f}x, "
+                  f"RSS/conn ratio {base['rss_kb_per_conn'] / max(r['rss_kb_per_conn'], 0.001):.2f}x")
+    target = results[0]
+    ok = target["p99_ms"] < 250 and target["rss_kb_per_conn"] < 40
+    ok = ok and target["lost"] == 0 and target["dup"] == 0
+    print(f"target (5,000 conns, 20 ev/s: p99 < 250 ms, < 40 KB/conn, nothing lost) for {target['server']} "
+          f"at {target['clients']} clients: {'met' if ok and target['clients'] >= 5000 else 'missed'}")
+
+
+if __name__ == "__main__":
+    main()
