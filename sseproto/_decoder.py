@@ -25,8 +25,10 @@ _BOM = b"\xef\xbb\xbf"
 # Fast paths for the shapes servers send, taken only between events: a run of
 # "data: <one line>" events, decoded in bulk; and the "id:" and "event:" lines that
 # may open a one-line event (an id holding NUL is left to the general path).
-_SIMPLE_RUN = re.compile(r"(?:data: [^\n]*\n\n)+")
-_HEAD = re.compile(r"(id: [^\n\0]*\n)?(event: [^\n]+\n)?data: ")
+# The run pattern stops at long values (sre scans them slower than str.find): the
+# one-event path takes those.
+_SIMPLE_RUN = re.compile(r"(?:data: [^\n]{0,256}\n\n)+")
+_HEAD = re.compile(r"(?:id: ([^\n\0]*)\n|)(?:event: ([^\n]+)\n|)data: ")  # "|)" is faster than ")?"
 _after_data_prefix = itemgetter(slice(6, None))
 _tuple_new = tuple.__new__
 
@@ -112,12 +114,19 @@ class Decoder:
         # between events, where the fast paths apply; the lines after it wait for the next
         # chunk (or end()), unless they hold a comment, which is passed on at once.
         cut = chunk.rfind(b"\n\n") + 2
-        if cut == 1 or (10 in chunk[cut:] and (chunk[cut] == 58 or b"\n:" in chunk[cut:])):
+        if cut == 1:
             cut = chunk.rfind(10) + 1
+        else:
+            # Only the complete lines after the cut can hold a comment: search just those.
+            last = chunk.rfind(10)
+            if last >= cut and (chunk[cut] == 58 or chunk.find(b"\n:", cut, last + 2) >= 0):
+                cut = last + 1
+        region: bytes | bytearray
         if buf:
-            buf += chunk[:cut]
-            region = bytes(buf)
-            buf[:] = chunk[cut:]
+            # Deleting from the front of a bytearray is cheap: no copy of what stays.
+            buf += chunk
+            region = buf[: len(buf) - len(chunk) + cut]
+            del buf[: len(region)]
         else:
             region = chunk[:cut]
             buf += chunk[cut:]
@@ -192,11 +201,14 @@ class Decoder:
     def _interpret(self, text: str) -> list[Event]:
         """Interpretation of complete lines (``text`` ends with LF): fields and dispatches."""
         events: list[Event] = []
+        append = events.append
+        max_event = self._max_event
         pos = 0
         end = len(text)
         clean = not self._data and not self._type and self._event_retry is None
         while pos < end:
             if clean:
+                head = None
                 if text.startswith("data: ", pos):
                     run = _SIMPLE_RUN.match(text, pos)
                     if run is not None:
@@ -204,29 +216,24 @@ class Decoder:
                             return events
                         pos = run.end()
                         continue
+                    if text.find("\n", pos, pos + 263) < 0:
+                        # A value longer than the run pattern takes: maybe a one-line event.
+                        head = _HEAD.match(text, pos)
                 else:
                     head = _HEAD.match(text, pos)
-                    if head is not None:
-                        start = head.end()
-                        nl = text.index("\n", start)
-                        if text.startswith("\n", nl + 1) and nl - start < self._max_event:
-                            id_line, type_line = head.groups()
-                            if id_line is not None:
-                                self._id_buffer = id_line[4:-1]
-                            self._last_event_id = self._id_buffer
-                            events.append(
-                                _tuple_new(
-                                    Event,
-                                    (
-                                        text[start:nl],
-                                        type_line[7:-1] if type_line else "message",
-                                        self._id_buffer,
-                                        None,
-                                    ),
-                                )
-                            )
-                            pos = nl + 2
-                            continue
+                if head is not None:
+                    start = head.end()
+                    nl = text.index("\n", start)
+                    if text.startswith("\n", nl + 1) and nl - start < max_event:
+                        id_value, type_value = head.groups()
+                        if id_value is None:
+                            id_value = self._id_buffer
+                        else:
+                            self._id_buffer = id_value
+                        self._last_event_id = id_value
+                        append(_tuple_new(Event, (text[start:nl], type_value or "message", id_value, None)))
+                        pos = nl + 2
+                        continue
             nl = text.index("\n", pos)
             if text.startswith("data: ", pos):
                 # The commonest field, taken without slicing the line twice.
@@ -235,7 +242,7 @@ class Decoder:
                 clean = False
                 self._data.append(value)
                 self._data_size += len(value) + 1
-                if self._data_size > self._max_event:
+                if self._data_size > max_event:
                     self._fail(self._event_error(self._data_size))
                     return events
                 continue
@@ -283,7 +290,7 @@ class Decoder:
             if name == "data":
                 self._data.append(value)
                 self._data_size += len(value) + 1
-                if self._data_size > self._max_event:
+                if self._data_size > max_event:
                     self._fail(self._event_error(self._data_size))
                     return events
             elif name == "event":
@@ -307,7 +314,7 @@ class Decoder:
     def _bulk(self, blocks: list[str], events: list[Event]) -> int:
         """Dispatch a run of one-line ``data:`` events at C speed; -1 if one is too large."""
         # A block is "data: " + value; the value counts one more for its LF.
-        if max(map(len, blocks)) - 5 > self._max_event:
+        if max(map(len, blocks), default=0) - 5 > self._max_event:
             for i, block in enumerate(blocks):
                 if len(block) - 5 > self._max_event:
                     self._bulk(blocks[:i], events)

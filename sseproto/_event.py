@@ -10,6 +10,9 @@ from ._errors import LocalProtocolError
 #: Largest ``retry`` a browser accepts (Chromium parses it as an unsigned 64-bit integer).
 MAX_RETRY = 2**64 - 1
 
+_MESSAGE = "message"
+_tuple_new = tuple.__new__
+
 
 class _Fields(NamedTuple):
     data: str
@@ -42,10 +45,11 @@ class Event(_Fields):
     ) -> Event:
         if not isinstance(data, str):
             raise LocalProtocolError(f"data must be str, not {type(data).__name__}")
-        if not isinstance(event, str) or not event:
-            raise LocalProtocolError(f"event must be a non-empty str, got {event!r}")
-        if "\n" in event or "\r" in event:
-            raise LocalProtocolError(f"event must not contain CR or LF: {event!r}")
+        if event is not _MESSAGE:  # the interned default needs no check
+            if not isinstance(event, str) or not event:
+                raise LocalProtocolError(f"event must be a non-empty str, got {event!r}")
+            if "\n" in event or "\r" in event:
+                raise LocalProtocolError(f"event must not contain CR or LF: {event!r}")
         if id is not None:
             if not isinstance(id, str):
                 raise LocalProtocolError(f"id must be str or None, not {type(id).__name__}")
@@ -55,7 +59,7 @@ class Event(_Fields):
             raise LocalProtocolError(
                 f"retry must be an int of milliseconds from 0 to 2**64-1, got {retry!r}"
             )
-        return tuple.__new__(cls, (data, event, id, retry))
+        return _tuple_new(cls, (data, event, id, retry))
 
     @classmethod
     def _make(cls, iterable: Iterable[Any]) -> Event:  # type: ignore[override]

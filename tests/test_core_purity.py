@@ -31,7 +31,12 @@ def test_core_imports_no_web_or_io_library() -> None:
 
 
 def test_public_api_is_exactly_all() -> None:
+    import types
+
     import sseproto
 
-    public = {n for n in vars(sseproto) if not n.startswith("_")} - {"annotations"}
+    # Submodules (sseproto.wsgi, sseproto.client, ...) appear as attributes once imported.
+    public = {
+        n for n, v in vars(sseproto).items() if not n.startswith("_") and not isinstance(v, types.ModuleType)
+    } - {"annotations"}
     assert public == set(sseproto.__all__)

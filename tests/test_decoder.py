@@ -222,6 +222,13 @@ def test_event_limit_in_bulk_runs() -> None:
         d.feed(b"")
 
 
+def test_oversize_first_event_of_a_bulk_run_raises_limit_exceeded() -> None:
+    d = Decoder(max_event_size=5)
+    with pytest.raises(LimitExceeded):
+        d.feed(b"data: toolong\n\ndata: a\n\n")
+        d.feed(b"")
+
+
 def test_ten_megabyte_event_with_small_limit() -> None:
     d = Decoder(max_event_size=1 << 20)
     line = b"data: " + b"z" * 1000 + b"\n"
