@@ -1,0 +1,518 @@
+"""An EventSource on ``requests`` that behaves like a browser's: it reconnects, resumes and stops.
+
+Reconnects after the stream ends or the network drops, sending ``Last-Event-ID``; honours
+``retry:``; backs off exponentially with jitter on failures; stops on 204, and on any
+other status or content type with an :class:`EventSourceError`. Events are handed over as
+soon as their bytes arrive: every read takes what is there (one system call), never "wait
+for N bytes", for chunked and connection-close-delimited bodies alike; a plain chunked
+body is de-chunked here, so a burst of one-chunk events is decoded in one pass.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import random
+import socket
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from types import TracebackType
+from typing import Any
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase
+from urllib3 import exceptions as u3
+
+from . import DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_LINE_SIZE, Decoder, Event
+
+__all__ = [
+    "CLOSED",
+    "CONNECTING",
+    "OPEN",
+    "ContentTypeError",
+    "EventSource",
+    "EventSourceError",
+    "HTTPStatusError",
+    "check_response",
+    "iter_events",
+]
+
+log = logging.getLogger("sseproto.client")
+
+#: ``ready_state`` values, as the browser's ``EventSource.readyState``.
+CONNECTING, OPEN, CLOSED = 0, 1, 2
+#: Default (connect, read) timeouts in seconds; the read timeout must exceed the server's heartbeat.
+DEFAULT_TIMEOUT = (10.0, 60.0)
+#: Failed attempts never come faster than this (seconds), even after ``retry: 0``.
+MIN_FAILURE_DELAY = 0.1
+_READ_SIZE = 64 * 1024
+
+if not hasattr(urllib3.HTTPResponse, "read1"):  # pragma: no cover - urllib3 1.x
+    raise ImportError("sseproto.client needs urllib3 >= 2.3 (it reads with HTTPResponse.read1)")
+
+
+class EventSourceError(requests.RequestException):
+    """The stream cannot go on (the server said so); ``response`` is the HTTP response."""
+
+
+class HTTPStatusError(EventSourceError):
+    """The server answered with a status other than 200 (or 204, which ends the stream quietly)."""
+
+
+class ContentTypeError(EventSourceError):
+    """The server answered 200 with a content type other than ``text/event-stream``."""
+
+
+def check_response(response: requests.Response) -> bool:
+    """True if ``response`` is an event stream, False for 204 (stop); raise an EventSourceError otherwise."""
+    if response.status_code == 204:
+        return False
+    if response.status_code != 200:
+        length = response.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) <= _READ_SIZE:
+            try:
+                response.content  # noqa: B018 - a small error body is kept for the exception
+            except requests.RequestException:
+                pass
+        raise HTTPStatusError(
+            f"{response.status_code} {response.reason} from {response.url}: not an event stream",
+            response=response,
+        )
+    ctype = response.headers.get("Content-Type", "")
+    if ctype.split(";", 1)[0].strip().lower() != "text/event-stream":
+        raise ContentTypeError(
+            f"Content-Type {ctype or '(none)'!r} from {response.url}: expected text/event-stream",
+            response=response,
+        )
+    return True
+
+
+class _Dechunker:
+    """HTTP/1.1 chunked transfer coding (RFC 9112 section 7.1), undone on whatever bytes have arrived.
+
+    Many small chunks (a server flushing event by event) come out as one piece, so the
+    decoder runs once per network read instead of once per event.
+    """
+
+    def __init__(self) -> None:
+        self._head = b""  # an unfinished chunk-size line
+        self._left = 0  # bytes of chunk data still to come
+        self._crlf = 0  # bytes of the CRLF after the data still to skip
+        self.done = False  # the last chunk (size 0) was seen
+
+    def feed(self, data: bytes) -> bytes:
+        if self._head:
+            data = self._head + data
+            self._head = b""
+        out: list[bytes] = []
+        pos, end = 0, len(data)
+        while pos < end and not self.done:
+            if self._left or self._crlf:
+                pos = self._rest_of_chunk(data, pos, out)
+                continue
+            nl = data.find(b"\n", pos)
+            if nl < 0:
+                if end - pos > 4096:
+                    raise http.client.LineTooLong("chunk size line")
+                self._head = data[pos:]
+                break
+            try:
+                size = int(data[pos:nl], 16)  # int() strips the CR
+            except ValueError:
+                size = self._size_with_extension(data[pos:nl])
+            if size <= 0:
+                if size < 0:
+                    raise http.client.IncompleteRead(b"", None)
+                self.done = True  # trailers, if any, are not needed
+                break
+            start = nl + 1
+            stop = start + size
+            if stop + 2 <= end and data[stop : stop + 2] == b"\r\n":
+                # The usual case: the whole chunk is here.
+                out.append(data[start:stop])
+                pos = stop + 2
+            else:
+                self._left = size
+                pos = start
+        return b"".join(out)
+
+    def _rest_of_chunk(self, data: bytes, pos: int, out: list[bytes]) -> int:
+        """Take chunk data, then its CRLF, from a chunk split across reads; the new position."""
+        if self._left:
+            take = min(self._left, len(data) - pos)
+            out.append(data[pos : pos + take])
+            self._left -= take
+            if not self._left:
+                self._crlf = 2
+            return pos + take
+        if data[pos] != b"\r\n"[2 - self._crlf]:
+            raise http.client.IncompleteRead(b"", None)
+        self._crlf -= 1
+        return pos + 1
+
+    @staticmethod
+    def _size_with_extension(line: bytes) -> int:
+        try:
+            return int(line.split(b";", 1)[0], 16)
+        except ValueError:
+            raise http.client.IncompleteRead(b"", None) from None
+
+
+def _socket_file(raw: Any) -> Any:
+    """The buffered socket file under a chunked, uncompressed urllib3 response, or None."""
+    encoding = raw.headers.get("Content-Encoding", "identity").strip().lower()
+    fp = getattr(getattr(raw, "_fp", None), "fp", None)
+    if encoding not in ("", "identity") or not hasattr(fp, "read1"):
+        return None
+    if getattr(raw._fp, "chunk_left", None) is not None:  # http.client started reading chunks
+        return None
+    return fp
+
+
+def _chunks(response: requests.Response, size: int = _READ_SIZE) -> Iterator[bytes]:
+    """The body's bytes as they arrive, decompressed; network errors as requests exceptions.
+
+    Never "wait until ``size`` bytes": each read returns what has arrived (one system call).
+    """
+    raw = response.raw
+    if raw is None or getattr(response, "_content_consumed", False):
+        # Read already (stream=False): the whole body is there.
+        if response.content:
+            yield response.content
+        return
+    try:
+        if raw.chunked:
+            fp = _socket_file(raw)
+            if fp is None:
+                # Compressed: urllib3 undoes chunks and compression, each chunk once complete.
+                yield from raw.read_chunked(size, decode_content=True)
+                return
+            dechunker = _Dechunker()
+            while not dechunker.done:
+                data = fp.read1(size)
+                if not data:
+                    raise http.client.IncompleteRead(b"", None)
+                body = dechunker.feed(data)
+                if body:
+                    yield body
+            return
+        while True:
+            data = raw.read1(size, decode_content=True)
+            if not data:
+                return
+            yield data
+    # The mapping of iter_content, so callers catch what they already catch from requests.
+    except (u3.ReadTimeoutError, TimeoutError) as exc:
+        raise requests.exceptions.ReadTimeout(exc, response=response) from exc
+    except u3.SSLError as exc:
+        raise requests.exceptions.SSLError(exc, response=response) from exc
+    except u3.DecodeError as exc:
+        raise requests.exceptions.ContentDecodingError(exc, response=response) from exc
+    except (u3.ProtocolError, http.client.HTTPException) as exc:
+        raise requests.exceptions.ChunkedEncodingError(exc, response=response) from exc
+    except OSError as exc:
+        raise requests.exceptions.ConnectionError(exc, response=response) from exc
+
+
+def iter_events(response: requests.Response, *, decoder: Decoder | None = None) -> Iterator[Event]:
+    """Decode an open ``requests`` response (made with ``stream=True``) into events, as they arrive.
+
+    No reconnection: the iterator ends with the response. A 204 yields nothing; another
+    status or content type raises an :class:`EventSourceError`. Pass a ``decoder`` to set
+    limits or keep ``last_event_id`` across responses.
+    """
+    if not check_response(response):
+        return
+    decoder = decoder if decoder is not None else Decoder()
+    try:
+        for chunk in _chunks(response):
+            yield from decoder.feed(chunk)
+    finally:
+        response.close()
+    decoder.end()
+
+
+def _shutdown(response: requests.Response) -> None:
+    """Unblock a read in another thread: shut the response's socket down (the read then sees EOF)."""
+    raw = response.raw
+    try:
+        raw.shutdown()
+        return
+    except (AttributeError, ValueError, RuntimeError, OSError):
+        pass
+    sock = getattr(getattr(raw, "_connection", None), "sock", None)
+    if isinstance(sock, socket.socket):
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+_Auth = tuple[str, str] | AuthBase | Callable[[requests.PreparedRequest], requests.PreparedRequest] | None
+
+
+class _CuttableAdapter(HTTPAdapter):
+    """The adapter of a session we own: it tracks the connection in use so that close() can cut a
+    request still connecting or waiting for the response headers (a user's session is left as is).
+    """
+
+    def __init__(self, closing: threading.Event) -> None:
+        super().__init__()
+        self._closing = closing
+        self._connection: Any = None
+
+    def get_connection_with_tls_context(self, *args: Any, **kwargs: Any) -> Any:
+        pool = super().get_connection_with_tls_context(*args, **kwargs)
+        get_conn = getattr(pool, "_get_conn", None)
+        if get_conn is not None and not getattr(get_conn, "_sseproto", False):
+
+            def tracked_get_conn(*a: Any, **kw: Any) -> Any:
+                conn = get_conn(*a, **kw)
+                self._connection = conn
+                connect = getattr(conn, "connect", None)
+                if connect is not None and not getattr(connect, "_sseproto", False):
+
+                    def connect_unless_closing() -> None:
+                        connect()
+                        # close() may have run while the socket was being made: cut it now.
+                        if self._closing.is_set():
+                            self.cut()
+
+                    connect_unless_closing._sseproto = True  # type: ignore[attr-defined]
+                    conn.connect = connect_unless_closing
+                return conn
+
+            tracked_get_conn._sseproto = True  # type: ignore[attr-defined]
+            setattr(pool, "_get_conn", tracked_get_conn)  # noqa: B010 - private hook, guarded above
+        return pool
+
+    def cut(self) -> None:
+        sock = getattr(self._connection, "sock", None)
+        if isinstance(sock, socket.socket):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+# Errors after which a browser reconnects; SSLError (a ConnectionError) is not one of them.
+_NETWORK_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+
+
+class EventSource:
+    """A server-sent event stream, reconnecting like a browser's ``EventSource``; iterate for events.
+
+    ``with EventSource(url) as source: for event in source: ...``. Iteration ends after
+    :meth:`close` (from any thread, promptly, even during a blocked read) or a 204; it
+    raises :class:`EventSourceError` for another status or content type and
+    :class:`~sseproto.LimitExceeded` for an event over the limits. Headers, ``auth`` and
+    the session's cookies go with every reconnection. ``timeout`` is requests' (connect,
+    read) pair: a read timeout longer than the server's heartbeat detects a silent server.
+
+    Reconnection waits the stream's ``retry`` (else ``reconnect_delay`` seconds); after
+    failed attempts (refused, timed out, dropped before a response) it waits a random time
+    between that and an exponentially growing bound capped at ``max_backoff`` seconds. A
+    successful connection resets the backoff.
+    """
+
+    CONNECTING = CONNECTING
+    OPEN = OPEN
+    CLOSED = CLOSED
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        session: requests.Session | None = None,
+        headers: Mapping[str, str] | None = None,
+        auth: _Auth = None,
+        last_event_id: str | None = None,
+        timeout: float | tuple[float, float] | None = DEFAULT_TIMEOUT,
+        reconnect_delay: float = 3.0,
+        max_backoff: float = 30.0,
+        max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
+        max_line_size: int = DEFAULT_MAX_LINE_SIZE,
+        on_comment: Callable[[str], object] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if reconnect_delay < 0 or max_backoff < 0:
+            raise ValueError("reconnect_delay and max_backoff must be >= 0 seconds")
+        self.url = url
+        self._closing = threading.Event()
+        self._own_session = session is None
+        self._adapter: _CuttableAdapter | None = None
+        if session is None:
+            session = requests.Session()
+            self._adapter = _CuttableAdapter(self._closing)
+            session.mount("http://", self._adapter)
+            session.mount("https://", self._adapter)
+        self._session = session
+        self._headers = dict(headers or {})
+        self._auth = auth
+        self._timeout = timeout
+        self._reconnect_delay = reconnect_delay
+        self._max_backoff = max_backoff
+        self._rng = rng if rng is not None else random.Random()
+        self._decoder = Decoder(
+            last_event_id=last_event_id or "",
+            max_event_size=max_event_size,
+            max_line_size=max_line_size,
+            on_comment=on_comment,
+        )
+        self._last_event_id = self._decoder.last_event_id
+        self._delivering: Event | None = None
+        self._ready_state = CONNECTING
+        self._failures = 0
+        self._lock = threading.Lock()
+        self._response: requests.Response | None = None
+        self._running = False
+        self._events = self._run()
+
+    @property
+    def ready_state(self) -> int:
+        """CONNECTING (0), OPEN (1) or CLOSED (2), as the browser's ``readyState``."""
+        return self._ready_state
+
+    @property
+    def last_event_id(self) -> str:
+        """The last event id of the stream as delivered so far ("" for none): resume from it."""
+        delivering = self._delivering
+        return self._last_event_id if delivering is None else delivering.id or ""
+
+    @property
+    def reconnection_time(self) -> float:
+        """Seconds to wait before reconnecting after a stream ends: the stream's ``retry`` or the default."""
+        retry = self._decoder.retry
+        return self._reconnect_delay if retry is None else retry / 1000
+
+    def next_delay(self, failures: int) -> float:
+        """The wait, in seconds, before a reconnection that follows ``failures`` failed attempts in a row."""
+        base = self.reconnection_time
+        if failures <= 0:
+            return base
+        low = max(base, MIN_FAILURE_DELAY)
+        high = max(low, min(self._max_backoff, low * 2.0 ** min(failures, 64)))
+        return self._rng.uniform(low, high)
+
+    def __iter__(self) -> Iterator[Event]:
+        return self._events  # the generator itself: no extra call per event
+
+    def __next__(self) -> Event:
+        return next(self._events)
+
+    def __enter__(self) -> EventSource:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop for good, from any thread: a blocked read or a wait ends at once; iteration ends quietly."""
+        self._closing.set()
+        with self._lock:
+            response = self._response
+            running = self._running
+            if not running:
+                self._ready_state = CLOSED
+        if response is not None:
+            _shutdown(response)
+        elif running and self._adapter is not None:
+            self._adapter.cut()  # still waiting for the response headers
+        if not running and self._own_session:
+            self._session.close()
+
+    def _request_headers(self) -> dict[str, str | bytes]:
+        headers: dict[str, str | bytes] = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        headers.update(self._headers)
+        if self._decoder.last_event_id:
+            # UTF-8, as browsers send it (http.client would refuse what latin-1 cannot encode).
+            headers["Last-Event-ID"] = self._decoder.last_event_id.encode("utf-8")
+        return headers
+
+    def _connect(self) -> requests.Response | None:
+        """One attempt: the response, or None after a network failure (counted for backoff)."""
+        try:
+            response = self._session.get(
+                self.url,
+                headers=self._request_headers(),
+                auth=self._auth,
+                timeout=self._timeout,
+                stream=True,
+                allow_redirects=True,
+            )
+        except requests.exceptions.SSLError:
+            raise
+        except _NETWORK_ERRORS as exc:
+            self._failures += 1
+            log.info("cannot connect to %s: %s", self.url, exc)
+            return None
+        with self._lock:
+            if self._closing.is_set():
+                response.close()
+                return None
+            self._response = response
+        return response
+
+    def _run(self) -> Iterator[Event]:
+        with self._lock:
+            if self._closing.is_set():
+                self._ready_state = CLOSED
+                return
+            self._running = True
+        try:
+            while not self._closing.is_set():
+                self._ready_state = CONNECTING
+                response = self._connect()
+                if response is not None:
+                    try:
+                        if not check_response(response):
+                            log.info("%s answered 204 No Content: not reconnecting", self.url)
+                            return
+                        self._ready_state = OPEN
+                        self._failures = 0
+                        yield from self._read(response)
+                    finally:
+                        with self._lock:
+                            self._response = None
+                        response.close()
+                if self._closing.is_set():
+                    return
+                delay = self.next_delay(self._failures)
+                log.info("reconnecting to %s in %.3f s", self.url, delay)
+                self._ready_state = CONNECTING
+                self._closing.wait(delay)
+        finally:
+            # Ended for good (closed, 204, an error): the source cannot be iterated again.
+            self._closing.set()
+            self._ready_state = CLOSED
+            with self._lock:
+                self._running = False
+            if self._own_session:
+                self._session.close()
+
+    def _read(self, response: requests.Response) -> Iterator[Event]:
+        """The events of one response, until it ends, drops or times out, or the source closes."""
+        decoder = self._decoder
+        closing = self._closing.is_set
+        try:
+            for chunk in _chunks(response):
+                for event in decoder.feed(chunk):
+                    if closing():
+                        return
+                    # The decoder has run ahead to the end of the chunk: last_event_id reports
+                    # the id of the event being delivered.
+                    self._delivering = event
+                    yield event
+                self._delivering = None
+                self._last_event_id = decoder.last_event_id
+        except _NETWORK_ERRORS as exc:
+            if closing():
+                return
+            log.info("stream from %s dropped: %s", self.url, exc)
+        # The unfinished event of an ended or dropped response is never delivered.
+        decoder.end()
+        self._last_event_id = decoder.last_event_id

@@ -1,0 +1,177 @@
+"""The ``sseproto`` command as a real process against the scripted server, read line by line."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+
+import pytest
+from conftest import PYTHON, ROOT
+from scripted_server import DROP, Gate, Pause, Reply, ScriptedServer, sse
+
+pytestmark = pytest.mark.timeout(60)
+
+END = Reply(204, {}, ())
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedServer]:
+    with ScriptedServer() as s:
+        yield s
+
+
+class Cli:
+    """``python -m sseproto ARGS`` with its stdout lines arriving in a queue."""
+
+    def __init__(self, *args: str) -> None:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "sseproto", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def line(self, timeout: float = 10.0) -> str | None:
+        """The next line of stdout (None at its end); a bounded wait."""
+        return self.lines.get(timeout=timeout)
+
+    def rest(self, timeout: float = 20.0) -> tuple[list[str], int, str]:
+        """All remaining stdout lines, the exit status and stderr, once the process has ended."""
+        status = self.proc.wait(timeout)
+        out = []
+        while (line := self.line()) is not None:
+            out.append(line)
+        assert self.proc.stderr is not None
+        return out, status, self.proc.stderr.read()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def cli() -> Iterator[type[Cli]]:
+    started: list[Cli] = []
+
+    class Tracked(Cli):
+        def __init__(self, *args: str) -> None:
+            super().__init__(*args)
+            started.append(self)
+
+    yield Tracked
+    for c in started:
+        c.kill()
+
+
+def test_listen_prints_events_and_reconnects(server: ScriptedServer, cli: type[Cli]) -> None:
+    url = server.script(
+        "/s",
+        Reply(
+            body=sse("retry: 10\nid: 1\nevent: greet\ndata: hello\ndata: world\n\n", "data: cut"),
+            framing="close",
+        ),
+        Reply(body=[*sse("id: 2\ndata: back\\slash\n\n", "id: 3\ndata: half"), DROP]),
+        END,
+    )
+    listen = cli("listen", url, "-H", "X-Token: abc", "-H", "X-Other:  two ", "--last-event-id", "0")
+    out, status, err = listen.rest()
+    assert out == ["greet: hello\\nworld", "message: back\\\\slash"]
+    assert (status, err) == (0, "")
+    seen = server.seen("/s")
+    assert [r.headers.get("last-event-id") for r in seen] == ["0", "1", "2"]
+    assert all(r.headers["x-token"] == "abc" and r.headers["x-other"] == "two" for r in seen)
+
+
+def test_listen_json_lines(server: ScriptedServer, cli: type[Cli]) -> None:
+    url = server.script(
+        "/s", Reply(body=sse("retry: 10\nid: 7\nevent: e\ndata: a\ndata: \u00e9\n\n", "data: b\n\n")), END
+    )
+    out, status, _ = cli("listen", "--json", url).rest()
+    assert status == 0
+    assert [json.loads(line) for line in out] == [
+        {"event": "e", "data": "a\n\u00e9", "id": "7"},
+        {"event": "message", "data": "b", "id": "7"},
+    ]
+
+
+def test_listen_prints_each_event_as_it_arrives(server: ScriptedServer, cli: type[Cli]) -> None:
+    # The server sends the second event only after the first line has been read from the
+    # process: an output or input buffer would hold it back until the gate times out.
+    gate = Gate(timeout=15.0)
+    url = server.script("/s", Reply(body=[b"retry: 10\ndata: one\n\n", gate, b"data: two\n\n"]), END)
+    listen = cli("listen", url)
+    assert listen.line(15) == "message: one"
+    gate.event.set()
+    out, status, _ = listen.rest()
+    assert out == ["message: two"]
+    assert status == 0
+    assert gate.passed == [True]
+
+
+def test_listen_error_status_exits_1_with_a_message(server: ScriptedServer, cli: type[Cli]) -> None:
+    url = server.script("/s", Reply(503, {"Content-Type": "text/plain"}, [b"busy"], "length"))
+    out, status, err = cli("listen", url).rest()
+    assert (out, status) == ([], 1)
+    assert "503" in err and "Traceback" not in err
+
+
+def test_listen_wrong_type_exits_1(server: ScriptedServer, cli: type[Cli]) -> None:
+    url = server.script("/s", Reply(200, {"Content-Type": "text/html"}, [b"<html>"], "length"))
+    out, status, err = cli("listen", url).rest()
+    assert (out, status) == ([], 1)
+    assert "text/html" in err and "Traceback" not in err
+
+
+def test_ctrl_c_exits_130_quietly(server: ScriptedServer, cli: type[Cli]) -> None:
+    url = server.script("/s", Reply(body=[b"data: a\n\n", Pause(60)]))
+    listen = cli("listen", url)
+    assert listen.line(15) == "message: a"
+    listen.proc.send_signal(signal.SIGINT)
+    out, status, err = listen.rest()
+    assert (out, status, err) == ([], 130, "")
+
+
+def test_bad_header_is_a_usage_error(cli: type[Cli]) -> None:
+    out, status, err = cli("listen", "http://127.0.0.1:9/", "-H", "no-colon").rest()
+    assert (out, status) == ([], 2)
+    assert "Name: value" in err
+
+
+def test_help_documents_the_output_format(cli: type[Cli]) -> None:
+    out, status, _ = cli("listen", "--help").rest()
+    text = "\n".join(out)
+    assert status == 0
+    assert "EVENT: DATA" in text and "--json" in text and "Last-Event-ID" in text
+
+
+def test_publish_without_the_redis_broker_exits_2(cli: type[Cli]) -> None:
+    try:
+        import sseproto.redis  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("the Redis broker exists: publish is tested with it")
+    args = ("publish", "--broker", "redis://127.0.0.1:9/0", "--channel", "c", "hello")
+    out, status, err = cli(*args).rest()
+    assert (out, status) == ([], 2)
+    assert "Redis broker" in err
