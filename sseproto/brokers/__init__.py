@@ -1,0 +1,74 @@
+"""Brokers: where published events go and where streams subscribe.
+
+The interface is small on purpose, so the in-memory broker (the default) and a
+networked one fit behind it alike:
+
+- ``broker.publish(channel, event) -> Event`` stores ``event`` (giving it an id when it
+  has none) and hands it to every live subscriber of ``channel``; it never blocks on a
+  subscriber.
+- ``broker.subscribe(channels, last_event_id=None) -> Subscription`` starts delivery of
+  live events and, when ``last_event_id`` is given, collects what the client missed.
+- ``subscription.replay`` holds the missed events in id order; ``subscription.gap`` names
+  the channels for which ``last_event_id`` could not be placed (unknown or evicted), whose
+  retained events the replay then includes in full.
+- ``subscription.get(timeout)`` returns the next live event, or None when ``timeout``
+  seconds pass first, and raises :class:`SubscriptionEnded` once the subscription is
+  closed or fell too far behind; ``subscription.close()`` unsubscribes (idempotent).
+
+Replay and live delivery never overlap and never leave a hole between them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from .._event import Event
+from ._base import SubscriptionEnded
+from .memory import MemoryBroker, MemorySubscription
+
+__all__ = [
+    "Broker",
+    "MemoryBroker",
+    "MemorySubscription",
+    "Subscription",
+    "SubscriptionEnded",
+    "broker_from_url",
+]
+
+
+class Subscription(Protocol):
+    """Live events of some channels for one stream, plus what it missed."""
+
+    @property
+    def channels(self) -> tuple[str, ...]: ...
+
+    @property
+    def replay(self) -> list[Event]: ...
+
+    @property
+    def gap(self) -> tuple[str, ...]: ...
+
+    def get(self, timeout: float | None = None) -> Event | None: ...
+
+    def close(self) -> None: ...
+
+
+class Broker(Protocol):
+    """Publishes events to channels and subscribes streams to them."""
+
+    def publish(self, channel: str, event: Event) -> Event: ...
+
+    def subscribe(self, channels: Sequence[str], last_event_id: str | None = None) -> Subscription: ...
+
+    def close(self) -> None: ...
+
+
+def broker_from_url(url: str | None, **options: int | float | None) -> Broker:
+    """The broker a URL names: ``None`` or ``memory://`` is a :class:`MemoryBroker`."""
+    if url is None or url in ("memory://", "memory:", "memory"):
+        return MemoryBroker(**options)  # type: ignore[arg-type]
+    scheme = url.split(":", 1)[0].lower()
+    if scheme in ("redis", "rediss", "unix"):
+        raise ValueError(f"a Redis broker is not available in this version of sseproto: {url!r}")
+    raise ValueError(f"unknown broker URL {url!r}: expected memory://")

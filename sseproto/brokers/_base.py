@@ -1,0 +1,16 @@
+"""What every broker shares: the end-of-subscription signal."""
+
+from __future__ import annotations
+
+
+class SubscriptionEnded(Exception):
+    """A subscription delivers no more events.
+
+    ``reason`` is ``"closed"`` (closed on purpose: by the stream, or by the broker
+    ending streams) or ``"overflow"`` (the subscriber fell ``queue_size`` events behind;
+    its client reconnects and replays from its last event id).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"subscription ended: {reason}")
+        self.reason = reason

@@ -1,0 +1,259 @@
+"""Server-sent events for Flask: ``SSE(app)``, a stream endpoint, ``sse.publish()``.
+
+::
+
+    sse = SSE(app)                    # or SSE() and later sse.init_app(app)
+    sse.publish({"n": 1}, event="tick", channel="news")
+    # browsers: new EventSource("/sse/stream?channel=news")
+
+Streams can also come from a view: ``return sse.stream("a", "b")`` (channels, with
+replay), ``return sse.stream_iterable(generator())`` or ``return sse.stream_polling(func,
+interval=1.0)``. Everything runs on :mod:`sseproto.wsgi`; wire conventions are there.
+
+Configuration (``app.config``; keyword options given to ``SSE()`` win over it):
+
+================================ ========== ========================================================
+Key                              Default    Meaning
+================================ ========== ========================================================
+``SSE_URL_PREFIX``               ``"/sse"`` Blueprint prefix: ``GET <prefix>/stream`` and ``GET
+                                            <prefix>/eventsource.js``; None: no blueprint
+``SSE_BROKER_URL``               None       None or ``memory://``: the in-memory broker (a
+                                            ``broker=`` object given to ``SSE()`` wins);
+                                            ``redis://`` is refused until a Redis broker exists
+``SSE_QUEUE_SIZE``               1000       Live events a subscriber may lag behind before it is
+                                            disconnected (it reconnects and replays)
+``SSE_REPLAY_SIZE``              1000       Events kept per channel for replay
+``SSE_REPLAY_MAX_AGE``           None       Seconds an event stays replayable (None: no limit)
+``SSE_DEFAULT_CHANNEL``          ``"sse"``  Channel of ``publish()`` and of a stream that names none
+``SSE_HEARTBEAT``                15.0       Seconds of silence before a ``:`` comment line; also
+                                            bounds how long a vanished client stays subscribed
+``SSE_RETRY``                    3000       ``retry:`` sent first, in ms (None: not sent)
+``SSE_RETRY_JITTER``             0          Up to this many ms added to ``retry`` at random, per
+                                            stream
+``SSE_PADDING``                  False      2 KiB comment at stream start (``?padding=1`` asks for
+                                            it per request)
+``SSE_MAX_BYTES``                None       End a stream at the first event boundary past this many
+                                            bytes (XHR polyfills)
+``SSE_MAX_CHANNELS``             16         Channels per stream (400 beyond)
+``SSE_MAX_CHANNEL_LENGTH``       128        Characters per channel name (400 beyond)
+``SSE_CHANNEL_PATTERN``          see right  Regex a channel name must match, default
+                                            ``[A-Za-z0-9_.:@/-]+`` (400 otherwise)
+``SSE_MAX_LAST_EVENT_ID_LENGTH`` 256        Characters of ``Last-Event-ID`` (400 beyond) and of ids
+                                            given to ``publish()``
+``SSE_MAX_CONNECTIONS``          1000       Open streams of this app in this process (503 beyond)
+``SSE_RETRY_AFTER``              5          ``Retry-After`` seconds of that 503
+``SSE_CORS_ORIGINS``             None       None (no CORS headers), ``"*"`` or a list of allowed
+                                            origins
+``SSE_CORS_CREDENTIALS``         False      Allow credentials; needs a list of origins (the allowed
+                                            origin is echoed, never ``*``)
+================================ ========== ========================================================
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from flask import Blueprint, Flask, Response, abort, current_app, has_app_context, request, send_file
+
+from ._event import Event
+from .brokers import Broker, broker_from_url
+from .wsgi import EventStreamApp, Options, Reply, WSGIEnvironment, event_from, last_event_id_from
+
+__all__ = ["SSE"]
+
+POLYFILL = Path(__file__).parent / "static" / "eventsource.js"
+
+# Config key -> Options field.
+_OPTION_KEYS = {
+    "SSE_HEARTBEAT": "heartbeat",
+    "SSE_RETRY": "retry",
+    "SSE_RETRY_JITTER": "retry_jitter",
+    "SSE_PADDING": "padding",
+    "SSE_MAX_BYTES": "max_bytes",
+    "SSE_MAX_CHANNELS": "max_channels",
+    "SSE_MAX_CHANNEL_LENGTH": "max_channel_length",
+    "SSE_CHANNEL_PATTERN": "channel_pattern",
+    "SSE_MAX_LAST_EVENT_ID_LENGTH": "max_last_event_id_length",
+    "SSE_MAX_CONNECTIONS": "max_connections",
+    "SSE_RETRY_AFTER": "retry_after",
+    "SSE_CORS_ORIGINS": "cors_origins",
+    "SSE_CORS_CREDENTIALS": "cors_credentials",
+}
+# Config key -> MemoryBroker option.
+_BROKER_KEYS = {
+    "SSE_QUEUE_SIZE": "queue_size",
+    "SSE_REPLAY_SIZE": "replay_size",
+    "SSE_REPLAY_MAX_AGE": "replay_max_age",
+}
+_OTHER_KEYS = {"SSE_URL_PREFIX": "url_prefix", "SSE_BROKER_URL": "broker_url",
+               "SSE_DEFAULT_CHANNEL": "default_channel"}
+
+F = TypeVar("F", bound=Callable[[str], bool])
+
+
+class _AppState:
+    """What one app's SSE needs: its broker and its stream endpoint."""
+
+    def __init__(self, broker: Broker, endpoint: EventStreamApp, default_channel: str) -> None:
+        self.broker = broker
+        self.endpoint = endpoint
+        self.default_channel = default_channel
+
+
+class SSE:
+    """The Flask extension: one broker and one stream endpoint per app.
+
+    ``authorize(channel) -> bool`` runs in the request context of each stream request,
+    once per channel; False answers 403. Keyword ``options`` are the lower-case names of
+    the ``SSE_*`` keys (``heartbeat=5``, ``url_prefix="/events"``, ...).
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        broker: Broker | None = None,
+        authorize: Callable[[str], bool] | None = None,
+        **options: Any,
+    ) -> None:
+        known = {*_OPTION_KEYS.values(), *_BROKER_KEYS.values(), *_OTHER_KEYS.values()}
+        unknown = set(options) - known
+        if unknown:
+            raise TypeError(f"unknown SSE options: {', '.join(sorted(unknown))}")
+        self._broker = broker
+        self._authorize = authorize
+        self._options = options
+        self._states: weakref.WeakKeyDictionary[Flask, _AppState] = weakref.WeakKeyDictionary()
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Read the app's ``SSE_*`` config, set up its broker, register the blueprint."""
+        if "sse" in app.extensions:
+            raise RuntimeError("an SSE extension is already registered on this app")
+        settings = {key: app.config[key] for key in (*_OPTION_KEYS, *_BROKER_KEYS, *_OTHER_KEYS)
+                    if key in app.config}
+        for key, name in {**_OPTION_KEYS, **_BROKER_KEYS, **_OTHER_KEYS}.items():
+            if name in self._options:
+                settings[key] = self._options[name]
+        option_values = {name: settings[key] for key, name in _OPTION_KEYS.items() if key in settings}
+        if isinstance(option_values.get("cors_origins"), list):
+            option_values["cors_origins"] = tuple(option_values["cors_origins"])
+        default_channel = settings.get("SSE_DEFAULT_CHANNEL", "sse")
+        options = Options(default_channels=(default_channel,), **option_values)
+        broker = self._broker
+        if broker is None:
+            broker_options = {name: settings[key] for key, name in _BROKER_KEYS.items() if key in settings}
+            broker = broker_from_url(settings.get("SSE_BROKER_URL"), **broker_options)
+        endpoint = EventStreamApp(broker, options, authorize=self._check if self._authorize else None)
+        self._states[app] = _AppState(broker, endpoint, default_channel)
+        app.extensions["sse"] = self
+        prefix = settings.get("SSE_URL_PREFIX", "/sse")
+        if prefix is not None:
+            app.register_blueprint(self._blueprint(), url_prefix=prefix)
+
+    def authorizer(self, func: F) -> F:
+        """Decorator: set the per-channel authorization callback."""
+        self._authorize = func
+        for state in self._states.values():
+            state.endpoint.authorize = self._check
+        return func
+
+    @property
+    def broker(self) -> Broker:
+        """The broker of the current app (or of the only app, outside an app context)."""
+        return self._state().broker
+
+    @property
+    def endpoint(self) -> EventStreamApp:
+        """The stream endpoint of the current app: its options and open stream count."""
+        return self._state().endpoint
+
+    def publish(
+        self,
+        data: object,
+        event: str | None = None,
+        id: str | None = None,
+        channel: str | None = None,
+        retry: int | None = None,
+    ) -> Event:
+        """Publish to ``channel`` (default ``SSE_DEFAULT_CHANNEL``); non-str ``data`` goes as JSON.
+
+        ``data`` may also be a whole :class:`~sseproto.Event` (then without ``event``,
+        ``id`` or ``retry``). Works from any thread; outside an app context when the
+        extension serves one app. Returns the stored event, with the id the broker gave it.
+        """
+        state = self._state()
+        channel = state.default_channel if channel is None else channel
+        state.endpoint.options.check_channel(channel)
+        if isinstance(data, Event):
+            if event is not None or id is not None or retry is not None:
+                raise TypeError("publish an Event as it is, or give data with event, id and retry")
+            message = data
+        else:
+            text = "" if data is None else event_from(data).data  # type: ignore[union-attr]
+            message = Event(text, event or "message", id, retry)
+        if message.id is not None and len(message.id) > state.endpoint.options.max_last_event_id_length:
+            # A client would send it back as Last-Event-ID and be refused.
+            raise ValueError(f"id is longer than {state.endpoint.options.max_last_event_id_length}")
+        return state.broker.publish(channel, message)
+
+    def stream(self, *channels: str, last_event_id: str | None = None) -> Response:
+        """A streaming response of ``channels``, replaying after the request's last event id."""
+        state = self._state()
+        environ = request.environ
+        if last_event_id is None:
+            last_event_id = last_event_id_from(environ)
+        chosen = channels or (state.default_channel,)
+        for channel in chosen:
+            state.endpoint.options.check_channel(channel)
+        return _response(state.endpoint.subscription_reply(chosen, last_event_id, environ))
+
+    def stream_iterable(self, iterable: Iterable[object]) -> Response:
+        """A streaming response of what ``iterable`` yields: Event, str, None (idle) or JSON data.
+
+        Wrap a generator that needs the request in :func:`flask.stream_with_context`.
+        """
+        return _response(self._state().endpoint.iterable_reply(iterable, request.environ))
+
+    def stream_polling(self, func: Callable[[], object], interval: float) -> Response:
+        """A streaming response of what ``func()`` returns, called every ``interval`` seconds."""
+        return _response(self._state().endpoint.polling_reply(func, interval, request.environ))
+
+    def _check(self, environ: WSGIEnvironment, channel: str) -> bool:
+        return self._authorize is None or bool(self._authorize(channel))
+
+    def _state(self) -> _AppState:
+        if has_app_context():
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+            state = self._states.get(app)
+            if state is None:
+                raise RuntimeError("SSE is not registered on the current app: call init_app(app)")
+            return state
+        states = list(self._states.values())
+        if len(states) != 1:
+            raise RuntimeError("outside an app context, SSE needs exactly one registered app")
+        return states[0]
+
+    def _blueprint(self) -> Blueprint:
+        bp = Blueprint("sse", __name__)
+
+        def stream() -> Response:
+            return _response(self._state().endpoint.respond(request.environ))
+
+        def polyfill() -> Response:
+            if not POLYFILL.is_file():
+                abort(404)
+            return send_file(POLYFILL, mimetype="text/javascript", max_age=3600)
+
+        bp.add_url_rule("/stream", "stream", stream, methods=["GET", "OPTIONS"],
+                        provide_automatic_options=False)
+        bp.add_url_rule("/eventsource.js", "polyfill", polyfill)
+        return bp
+
+
+def _response(reply: Reply) -> Response:
+    return Response(reply.body, status=reply.status, headers=reply.headers)

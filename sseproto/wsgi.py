@@ -1,0 +1,632 @@
+"""Server-sent event streams for any WSGI application: plain WSGI, Flask, Django, Bottle.
+
+:class:`EventStreamApp` is a complete stream endpoint (channels from the query string,
+``Last-Event-ID`` replay, limits, authorization, CORS, a connection limit);
+:class:`EventStream` is the response body underneath, usable on its own with any
+framework that streams an iterable of bytes and calls its ``close()``.
+
+Wire conventions:
+
+- Headers go out at once, with the first chunk: optional padding, then ``retry:``.
+  ``Content-Type: text/event-stream; charset=utf-8``, ``Cache-Control: no-cache,
+  no-transform``, ``X-Accel-Buffering: no``; the body is never compressed.
+- ``retry:`` opens every stream (``retry`` ms, plus up to ``retry_jitter`` ms at random
+  so that clients dropped together do not come back together).
+- A ``:`` comment line goes out after ``heartbeat`` seconds without a write; a vanished
+  client is noticed when a write fails or, where the server lets us see its socket
+  (gunicorn, Werkzeug, waitress with ``channel_request_lookahead``), at the next heartbeat.
+- The last event id comes from the ``Last-Event-ID`` header or, for polyfills, from a
+  query parameter named ``lastEventId`` (any case, ``-`` and ``_`` ignored, so
+  ``last-event-id`` and ``last_event_id`` work too; ``evs_last_event_id`` also). The
+  stream then replays exactly the events published after it, on all its channels.
+- When the id cannot be placed on a channel (unknown, or evicted from its replay
+  buffer) the stream first sends an event of type ``sseproto.gap``, with no id, and
+  data ``{"lastEventId": "<the id>", "channels": ["<channel>", ...]}``; the replay then
+  holds every event still retained on those channels (merged in id order with the
+  other channels' missed events). Events on the listed channels may have been lost.
+- ``padding`` (or ``?padding=1`` on the request) opens the stream with a 2 KiB comment,
+  for old browsers and proxies that hold back the first bytes. ``max_bytes`` ends the
+  stream at the first event boundary past that many bytes (not counting the opening
+  padding and ``retry:``), so XHR-based polyfills, whose response text grows without
+  end, reconnect and resume with nothing lost.
+- Errors: 400 for a bad channel list or an oversized ``Last-Event-ID``, 403 when the
+  authorization callback refuses a channel, 503 with ``Retry-After`` past the connection
+  limit, 405 for methods other than GET and OPTIONS (the CORS preflight).
+
+Use::
+
+    broker = MemoryBroker()
+    app = EventStreamApp(broker, heartbeat=15)      # a WSGI app: mount it at /events
+    broker.publish("news", Event("hello"))          # from any thread
+
+    # Django, Bottle, ...: any view that can return an iterable of bytes
+    stream = EventStream.from_iterable(generator())  # or from_subscription / from_polling
+    response = StreamingHttpResponse(stream, status=200)
+    for name, value in stream.headers:
+        response[name] = value
+
+Servers (each is tested as a real process). Every open stream holds a thread (or a
+greenlet) for its lifetime; keep ``max_connections`` below what the server can hold so
+the endpoint answers 503 instead of the server queueing requests. The in-memory broker
+lives in one process: run one worker process with it.
+
+- Flask's dev server: threaded (the default of ``flask run`` and ``app.run()``).
+- gunicorn: ``-k gthread --threads N`` or ``-k gevent --worker-connections N``, with
+  ``-w 1``; not the sync worker (one stream would hold the whole worker until its timeout).
+- waitress: ``--threads N`` and ``--channel-request-lookahead=1`` (without it a vanished
+  client is noticed only when a write fails, up to two heartbeats later). Waitress 3
+  sends each chunk at once; older versions need ``send_bytes=1``.
+- Behind nginx, ``X-Accel-Buffering: no`` turns off its buffering for the stream; keep
+  ``proxy_read_timeout`` above the heartbeat.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import re
+import select
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
+from urllib.parse import parse_qsl
+
+from ._event import Event
+from .brokers import Broker, Subscription, SubscriptionEnded
+
+__all__ = [
+    "CONTENT_TYPE",
+    "GAP_EVENT",
+    "EventStream",
+    "EventStreamApp",
+    "Options",
+    "Reply",
+    "StartResponse",
+    "WSGIEnvironment",
+    "event_from",
+    "last_event_id_from",
+    "stream_headers",
+]
+
+CONTENT_TYPE = "text/event-stream; charset=utf-8"
+#: The type of the event that tells a client replay could not cover its last event id.
+GAP_EVENT = "sseproto.gap"
+#: 2 KiB comment for clients that buffer the start of a response before parsing it.
+PADDING = b":" + b" " * 2048 + b"\n"
+HEARTBEAT = b":\n"
+# Live events waiting in a subscription are sent together up to this many bytes.
+_CHUNK = 64 * 1024
+
+WSGIEnvironment = Mapping[str, Any]
+
+
+class StartResponse(Protocol):
+    def __call__(self, status: str, headers: list[tuple[str, str]], exc_info: Any = ..., /) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Options:
+    """Settings of stream endpoints; every limit has a name and a default.
+
+    Times: ``heartbeat`` and ``retry_after`` in seconds, ``retry`` and ``retry_jitter``
+    in milliseconds. ``cors_origins`` is None (no CORS headers), ``"*"`` or a list of
+    origins; ``cors_credentials`` allows cookies, and needs a list.
+    """
+
+    heartbeat: float = 15.0
+    retry: int | None = 3000
+    retry_jitter: int = 0
+    padding: bool = False
+    max_bytes: int | None = None
+    default_channels: tuple[str, ...] = ("sse",)
+    max_channels: int = 16
+    max_channel_length: int = 128
+    channel_pattern: str = r"[A-Za-z0-9_.:@/-]+"
+    max_last_event_id_length: int = 256
+    max_connections: int | None = 1000
+    retry_after: int = 5
+    cors_origins: str | tuple[str, ...] | None = None
+    cors_credentials: bool = False
+    _channel_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.heartbeat > 0:
+            raise ValueError(f"heartbeat must be a positive number of seconds, got {self.heartbeat!r}")
+        Event(retry=self.retry)  # validates
+        for name in ("retry_jitter", "max_channels", "max_channel_length", "max_last_event_id_length",
+                     "retry_after", "max_bytes", "max_connections"):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not int or value < (0 if name == "retry_jitter" else 1)):
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if isinstance(self.cors_origins, (list, set)):
+            object.__setattr__(self, "cors_origins", tuple(self.cors_origins))
+        if self.cors_credentials and (self.cors_origins is None or "*" in self.cors_origins):
+            raise ValueError("cors_credentials needs a list of origins: a wildcard with credentials "
+                             "would let any site read its visitors' streams")
+        object.__setattr__(self, "default_channels", tuple(self.default_channels))
+        object.__setattr__(self, "_channel_re", re.compile(self.channel_pattern))
+        for channel in self.default_channels:
+            self.check_channel(channel)
+
+    def check_channel(self, channel: str) -> None:
+        """Raise ValueError unless ``channel`` is a valid channel name under these limits."""
+        if not channel or len(channel) > self.max_channel_length:
+            raise ValueError(f"channel names have 1 to {self.max_channel_length} characters")
+        if not self._channel_re.fullmatch(channel):
+            raise ValueError(f"channel names match {self.channel_pattern}")
+
+    def replace(self, **changes: Any) -> Options:
+        return dataclasses.replace(self, **changes)
+
+
+class Reply(NamedTuple):
+    """A WSGI response in parts, for frameworks that build their own response objects."""
+
+    status: str
+    headers: list[tuple[str, str]]
+    body: Iterable[bytes]
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """Send this reply as a WSGI application would."""
+        start_response(self.status, self.headers)
+        return self.body
+
+
+def stream_headers() -> list[tuple[str, str]]:
+    """The headers of every event stream."""
+    return [
+        ("Content-Type", CONTENT_TYPE),
+        ("Cache-Control", "no-cache, no-transform"),
+        ("X-Accel-Buffering", "no"),
+    ]
+
+
+def event_from(item: object) -> Event | None:
+    """What a stream sends for ``item``: an Event as is, str as data, None as nothing, else JSON."""
+    if item is None or isinstance(item, Event):
+        return item
+    if isinstance(item, str):
+        return Event(item)
+    return Event(json.dumps(item, separators=(",", ":"), ensure_ascii=False))
+
+
+def last_event_id_from(environ: WSGIEnvironment) -> str | None:
+    """The ``Last-Event-ID`` of a request: the header, else a polyfill's query parameter."""
+    value: str | None = environ.get("HTTP_LAST_EVENT_ID")
+    if not value:
+        for name, param in _query(environ):
+            if name.lower().replace("-", "").replace("_", "") in ("lasteventid", "evslasteventid") and param:
+                return param
+        return None
+    return _wsgi_text(value)
+
+
+class _Source(Protocol):
+    """Where a stream's events come from: ``next`` waits at most ``timeout`` seconds."""
+
+    can_drain: bool
+
+    def next(self, timeout: float) -> Event | None: ...
+
+    def close(self) -> None: ...
+
+
+class _SubscriptionSource:
+    can_drain = True
+
+    def __init__(self, subscription: Subscription) -> None:
+        self.subscription = subscription
+
+    def next(self, timeout: float) -> Event | None:
+        try:
+            return self.subscription.get(timeout)
+        except SubscriptionEnded:
+            raise StopIteration from None
+
+    def close(self) -> None:
+        self.subscription.close()
+
+
+class _IterableSource:
+    """A generator or other iterable; a None item means "nothing now" (time for a heartbeat)."""
+
+    can_drain = False
+
+    def __init__(self, iterable: Iterable[object]) -> None:
+        self.iterable = iterable
+        self.iterator = iter(iterable)
+
+    def next(self, timeout: float) -> Event | None:
+        return event_from(next(self.iterator))
+
+    def close(self) -> None:
+        close = getattr(self.iterator, "close", None) or getattr(self.iterable, "close", None)
+        if close is not None:
+            close()
+
+
+class _PollingSource:
+    """A function called every ``interval`` seconds; it returns one item (None: nothing)."""
+
+    can_drain = False
+
+    def __init__(self, func: Callable[[], object], interval: float) -> None:
+        if not interval > 0:
+            raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
+        self.func = func
+        self.interval = interval
+        self.due = time.monotonic()
+
+    def next(self, timeout: float) -> Event | None:
+        wait = self.due - time.monotonic()
+        if wait > timeout:
+            time.sleep(timeout)
+            return None
+        if wait > 0:
+            time.sleep(wait)
+        self.due = time.monotonic() + self.interval
+        return event_from(self.func())
+
+    def close(self) -> None:
+        pass
+
+
+class EventStream:
+    """The body of one event stream: an iterator of bytes chunks for a WSGI server.
+
+    Sends the opening chunk at once (so the headers go out before any event), then
+    ``prelude`` (replayed events), then what the source yields, with heartbeats when
+    idle. ``close()`` (which every WSGI server calls, also when the client vanished)
+    releases the source and runs ``on_close``; it also runs if the stream is collected
+    unclosed. A class rather than a generator, because a generator that never started
+    would skip its cleanup when closed.
+    """
+
+    status = "200 OK"
+
+    def __init__(
+        self,
+        source: _Source,
+        *,
+        heartbeat: float = 15.0,
+        retry: int | None = 3000,
+        retry_jitter: int = 0,
+        padding: bool = False,
+        max_bytes: int | None = None,
+        prelude: Iterable[Event] = (),
+        disconnected: Callable[[], bool] | None = None,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        self.headers = stream_headers()
+        self._source = source
+        self._heartbeat = heartbeat
+        self._max_bytes = max_bytes
+        self._disconnected = disconnected
+        if retry is not None and retry_jitter:
+            retry += random.randint(0, retry_jitter)
+        Event(retry=retry)  # validates
+        opening = (PADDING if padding else b"") + (b":\n" if retry is None else b"retry: %d\n\n" % retry)
+        self._pending: list[bytes] = [opening, *(event.encode() for event in prelude)]
+        # The byte cap counts from after the opening, so padding alone never ends a stream.
+        self._sent = -len(opening)
+        self._ending = False
+        now = time.monotonic()
+        self._last_write = now
+        self._next_check = now + heartbeat
+        self._cleanup = weakref.finalize(self, _cleanup, source, on_close)
+
+    @classmethod
+    def from_iterable(cls, iterable: Iterable[object], **options: Any) -> EventStream:
+        """A stream of what ``iterable`` yields (see :func:`event_from`); None items are idle ticks."""
+        return cls(_IterableSource(iterable), **options)
+
+    @classmethod
+    def from_polling(cls, func: Callable[[], object], interval: float, **options: Any) -> EventStream:
+        """A stream of what ``func()`` returns, called every ``interval`` seconds (None: nothing)."""
+        return cls(_PollingSource(func, interval), **options)
+
+    @classmethod
+    def from_subscription(
+        cls, subscription: Subscription, last_event_id: str | None = None, **options: Any
+    ) -> EventStream:
+        """A stream of a broker subscription: its replay (after a gap event, if any), then live events.
+
+        ``last_event_id`` is the id the subscription was asked to resume from.
+        """
+        prelude = list(subscription.replay)
+        if subscription.gap:
+            gap = {"lastEventId": last_event_id, "channels": list(subscription.gap)}
+            prelude.insert(0, Event(json.dumps(gap, separators=(",", ":")), GAP_EVENT))
+        return cls(_SubscriptionSource(subscription), prelude=prelude, **options)
+
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        if not self._cleanup.alive or self._ending or self._capped():
+            self.close()
+            raise StopIteration
+        if self._pending:
+            return self._write(self._take_pending())
+        while True:
+            now = time.monotonic()
+            if now >= self._next_check:
+                self._next_check = now + self._heartbeat
+                if self._disconnected is not None and self._disconnected():
+                    self.close()
+                    raise StopIteration
+            timeout = self._last_write + self._heartbeat - now
+            if timeout <= 0:
+                return self._write(HEARTBEAT)
+            try:
+                event = self._source.next(min(timeout, self._next_check - now))
+            except StopIteration:
+                self.close()
+                raise
+            if event is not None:
+                return self._write(self._drain(event.encode()))
+            if not self._cleanup.alive:  # closed from another thread while waiting
+                raise StopIteration
+
+    def close(self) -> None:
+        """End the stream: unsubscribe or close the generator, release the connection slot."""
+        self._cleanup()
+
+    def _take_pending(self) -> bytes:
+        """Queued chunks up to the chunk size (and the byte cap), whole events only."""
+        chunk = self._pending.pop(0)
+        while self._pending and len(chunk) + len(self._pending[0]) <= _CHUNK and not self._capped(len(chunk)):
+            chunk += self._pending.pop(0)
+        return chunk
+
+    def _drain(self, chunk: bytes) -> bytes:
+        """Append events already waiting in the source, up to the chunk size and byte cap."""
+        if not self._source.can_drain:
+            return chunk
+        while len(chunk) < _CHUNK and not self._capped(len(chunk)):
+            try:
+                event = self._source.next(0)
+            except StopIteration:
+                self._ending = True
+                break
+            if event is None:
+                break
+            chunk += event.encode()
+        return chunk
+
+    def _capped(self, extra: int = 0) -> bool:
+        return self._max_bytes is not None and self._sent + extra >= self._max_bytes
+
+    def _write(self, chunk: bytes) -> bytes:
+        self._sent += len(chunk)
+        self._last_write = time.monotonic()
+        return chunk
+
+
+def _cleanup(source: _Source, on_close: Callable[[], None] | None) -> None:
+    try:
+        source.close()
+    finally:
+        if on_close is not None:
+            on_close()
+
+
+class EventStreamApp:
+    """A WSGI application serving event streams of a broker's channels.
+
+    ``GET ?channel=a&channel=b`` (or ``?channel=a,b``) streams those channels (default:
+    ``options.default_channels``), replaying from the request's last event id.
+    ``authorize(environ, channel) -> bool`` is asked about each channel (False: 403).
+    The connection limit counts every stream this object opens, including those of
+    :meth:`iterable_reply` and :meth:`polling_reply`.
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        options: Options | None = None,
+        *,
+        authorize: Callable[[WSGIEnvironment, str], bool] | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.broker = broker
+        self.options = (options or Options()).replace(**overrides) if overrides else (options or Options())
+        self.authorize = authorize
+        self._active = 0
+        self._lock = threading.Lock()
+
+    @property
+    def active_streams(self) -> int:
+        """How many streams this endpoint holds open now."""
+        with self._lock:
+            return self._active
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        return self.respond(environ)(environ, start_response)
+
+    def respond(self, environ: WSGIEnvironment) -> Reply:
+        """The reply to one request to the endpoint."""
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method == "OPTIONS":
+            return self._preflight(environ)
+        if method != "GET":
+            return self._error(environ, "405 Method Not Allowed", "use GET", [("Allow", "GET, OPTIONS")])
+        try:
+            channels = self.channels_from(environ)
+            last_id = last_event_id_from(environ)
+            if last_id is not None and len(last_id) > self.options.max_last_event_id_length:
+                raise ValueError(f"Last-Event-ID is longer than {self.options.max_last_event_id_length}")
+        except ValueError as exc:
+            return self._error(environ, "400 Bad Request", str(exc))
+        if self.authorize is not None:
+            for channel in channels:
+                if not self.authorize(environ, channel):
+                    return self._error(environ, "403 Forbidden", f"not allowed to read {channel!r}")
+        return self.subscription_reply(channels, last_id, environ)
+
+    def channels_from(self, environ: WSGIEnvironment) -> tuple[str, ...]:
+        """The validated channel names a request asks for; ValueError when they break a limit."""
+        names: list[str] = []
+        for name, value in _query(environ):
+            if name == "channel":
+                names.extend(value.split(","))
+        channels = tuple(dict.fromkeys(names)) or self.options.default_channels
+        if len(channels) > self.options.max_channels:
+            raise ValueError(f"at most {self.options.max_channels} channels per stream")
+        for channel in channels:
+            self.options.check_channel(channel)
+        return channels
+
+    def subscription_reply(
+        self,
+        channels: Sequence[str],
+        last_event_id: str | None = None,
+        environ: WSGIEnvironment | None = None,
+    ) -> Reply:
+        """A stream of ``channels`` from the broker, replaying after ``last_event_id``."""
+        if not self._admit():
+            return self._busy(environ)
+        try:
+            subscription = self.broker.subscribe(channels, last_event_id)
+        except BaseException:
+            self._release()
+            raise
+        try:
+            stream = EventStream.from_subscription(subscription, last_event_id, **self._settings(environ))
+        except BaseException:
+            subscription.close()
+            self._release()
+            raise
+        return self._reply(stream, environ)
+
+    def iterable_reply(self, iterable: Iterable[object], environ: WSGIEnvironment | None = None) -> Reply:
+        """A stream of what ``iterable`` yields (see :func:`event_from`); None items are idle ticks."""
+        if not self._admit():
+            close = getattr(iterable, "close", None)
+            if close is not None:
+                close()
+            return self._busy(environ)
+        return self._reply(EventStream.from_iterable(iterable, **self._settings(environ)), environ)
+
+    def polling_reply(
+        self, func: Callable[[], object], interval: float, environ: WSGIEnvironment | None = None
+    ) -> Reply:
+        """A stream of what ``func()`` returns, called every ``interval`` seconds (None: nothing)."""
+        if not interval > 0:
+            raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
+        if not self._admit():
+            return self._busy(environ)
+        return self._reply(EventStream.from_polling(func, interval, **self._settings(environ)), environ)
+
+    def _settings(self, environ: WSGIEnvironment | None) -> dict[str, Any]:
+        """EventStream keyword arguments for a request under these options."""
+        options = self.options
+        environ = environ or {}
+        return {
+            "heartbeat": options.heartbeat,
+            "retry": options.retry,
+            "retry_jitter": options.retry_jitter,
+            "padding": options.padding or _flag(environ, "padding"),
+            "max_bytes": options.max_bytes,
+            "disconnected": _disconnect_probe(environ),
+            "on_close": self._release,
+        }
+
+    def _reply(self, stream: EventStream, environ: WSGIEnvironment | None) -> Reply:
+        return Reply(stream.status, stream.headers + self._cors(environ or {}), stream)
+
+    def _admit(self) -> bool:
+        with self._lock:
+            limit = self.options.max_connections
+            if limit is not None and self._active >= limit:
+                return False
+            self._active += 1
+            return True
+
+    def _release(self) -> None:
+        with self._lock:
+            self._active -= 1
+
+    def _busy(self, environ: WSGIEnvironment | None) -> Reply:
+        return self._error(environ or {}, "503 Service Unavailable", "too many open streams",
+                           [("Retry-After", str(self.options.retry_after))])
+
+    def _error(
+        self, environ: WSGIEnvironment, status: str, message: str, extra: Sequence[tuple[str, str]] = ()
+    ) -> Reply:
+        body = (message + "\n").encode()
+        headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
+                   ("Cache-Control", "no-cache"), *extra, *self._cors(environ)]
+        return Reply(status, headers, [body])
+
+    def _preflight(self, environ: WSGIEnvironment) -> Reply:
+        headers = [("Allow", "GET, OPTIONS"), ("Content-Length", "0"), *self._cors(environ)]
+        if len(headers) > 2:
+            headers += [
+                ("Access-Control-Allow-Methods", "GET"),
+                ("Access-Control-Allow-Headers", "Last-Event-ID, Cache-Control, Accept, X-Requested-With"),
+                ("Access-Control-Max-Age", "86400"),
+            ]
+        return Reply("204 No Content", headers, [])
+
+    def _cors(self, environ: WSGIEnvironment) -> list[tuple[str, str]]:
+        origins = self.options.cors_origins
+        if origins is None:
+            return []
+        if origins == "*" or origins == ("*",):
+            return [("Access-Control-Allow-Origin", "*")]
+        origin = environ.get("HTTP_ORIGIN")
+        if origin is None or origin not in origins:
+            return [("Vary", "Origin")]
+        headers = [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
+        if self.options.cors_credentials:
+            headers.append(("Access-Control-Allow-Credentials", "true"))
+        return headers
+
+
+def _query(environ: WSGIEnvironment) -> list[tuple[str, str]]:
+    """The query parameters (ValueError past 200 of them)."""
+    return parse_qsl(str(environ.get("QUERY_STRING", "")), keep_blank_values=True, max_num_fields=200)
+
+
+def _wsgi_text(value: str) -> str:
+    """A header value as text: WSGI hands over the raw bytes as latin-1."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value
+
+
+def _flag(environ: WSGIEnvironment, name: str) -> bool:
+    """Whether the query string turns on ``name`` (``?name``, ``?name=1``, ``?name=true``)."""
+    try:
+        query = _query(environ)
+    except ValueError:
+        return False
+    return any(key == name and value.lower() in ("", "1", "true", "yes", "on") for key, value in query)
+
+
+def _disconnect_probe(environ: WSGIEnvironment) -> Callable[[], bool] | None:
+    """A check whether the client has gone, from what the server exposes, or None."""
+    waitress_check = environ.get("waitress.client_disconnected")
+    if callable(waitress_check):
+        return waitress_check  # type: ignore[no-any-return]
+    sock: Any = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+    if not (hasattr(sock, "recv") and hasattr(sock, "fileno")):
+        return None
+
+    def gone() -> bool:
+        # Readable with nothing to read means the client closed its end.
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+            return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
+
+    return gone

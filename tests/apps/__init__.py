@@ -1,0 +1,1 @@
+"""Small applications that real server processes run in tests/test_servers.py."""

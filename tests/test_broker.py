@@ -1,0 +1,286 @@
+"""The broker interface and the in-memory broker: ids, replay, gaps, lagging subscribers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sseproto import Event
+from sseproto.brokers import Broker, MemoryBroker, SubscriptionEnded, broker_from_url
+
+
+def drain(sub: object, n: int) -> list[Event]:
+    """The next ``n`` live events (each within 5 s)."""
+    got = []
+    for _ in range(n):
+        event = sub.get(5)  # type: ignore[attr-defined]
+        assert event is not None
+        got.append(event)
+    return got
+
+
+def test_memory_broker_fits_the_interface() -> None:
+    broker: Broker = MemoryBroker()
+    assert isinstance(broker.publish("a", Event("x")), Event)
+
+
+def test_ids_increase_across_channels() -> None:
+    broker = MemoryBroker()
+    ids = [int(broker.publish(ch, Event(str(i))).id or 0) for i, ch in enumerate("abab")]
+    assert ids == sorted(ids) and len(set(ids)) == 4
+
+
+def test_publish_keeps_an_id_it_is_given() -> None:
+    broker = MemoryBroker()
+    assert broker.publish("a", Event("x", id="mine")).id == "mine"
+    with broker.subscribe(["a"], "mine") as sub:
+        assert sub.replay == [] and sub.gap == ()
+    after = broker.publish("a", Event("after"))
+    other = broker.publish("b", Event("other"))
+    # Known on its own channel; a gap on another channel; nothing missed on an unused one.
+    with broker.subscribe(["a", "b", "unused"], "mine") as sub:
+        assert sub.gap == ("b",)
+        assert sub.replay == [after, other]
+
+
+def test_live_events_reach_every_subscriber_of_the_channel() -> None:
+    broker = MemoryBroker()
+    with broker.subscribe(["a"]) as s1, broker.subscribe(["a", "b"]) as s2, broker.subscribe(["b"]) as s3:
+        e = broker.publish("a", Event("x"))
+        assert s1.get(5) == e and s2.get(5) == e
+        assert s3.get(0) is None
+        assert s1.replay == [] and s1.gap == ()
+
+
+def test_get_times_out_with_none() -> None:
+    broker = MemoryBroker()
+    with broker.subscribe(["a"]) as sub:
+        assert sub.get(0.01) is None
+
+
+def test_replay_is_exactly_what_came_after_the_id() -> None:
+    broker = MemoryBroker()
+    events = [broker.publish("a", Event(str(i))) for i in range(5)]
+    with broker.subscribe(["a"], events[1].id) as sub:
+        assert sub.replay == events[2:] and sub.gap == ()
+    with broker.subscribe(["a"], events[-1].id) as sub:
+        assert sub.replay == [] and sub.gap == ()
+
+
+def test_replay_merges_channels_in_id_order() -> None:
+    broker = MemoryBroker()
+    events = [broker.publish(ch, Event(str(i))) for i, ch in enumerate("abcab")]
+    with broker.subscribe(["a", "b"], events[0].id) as sub:
+        assert sub.replay == [events[1], events[3], events[4]] and sub.gap == ()
+    # An id from a channel the stream does not read still places the others.
+    with broker.subscribe(["a"], events[2].id) as sub:
+        assert sub.replay == [events[3]]
+
+
+def test_a_channel_first_used_after_the_id_missed_nothing() -> None:
+    broker = MemoryBroker()
+    first = broker.publish("a", Event("1"))
+    later = broker.publish("new", Event("2"))
+    with broker.subscribe(["a", "new", "never"], first.id) as sub:
+        assert sub.replay == [later] and sub.gap == ()
+
+
+def test_evicted_id_is_a_gap_with_the_retained_events() -> None:
+    broker = MemoryBroker(replay_size=2)
+    events = [broker.publish("a", Event(str(i))) for i in range(4)]
+    b = broker.publish("b", Event("b"))
+    with broker.subscribe(["a", "b"], events[0].id) as sub:
+        assert sub.gap == ("a",)
+        assert sub.replay == [events[2], events[3], b]
+
+
+@pytest.mark.parametrize("last_id", ["bogus", "1", "99999999999999999999"])
+def test_unknown_ids_are_gaps_on_every_channel(last_id: str) -> None:
+    broker = MemoryBroker()
+    e = broker.publish("a", Event("x"))
+    with broker.subscribe(["a", "unused"], last_id) as sub:
+        assert sub.gap == ("a", "unused")
+        assert sub.replay == [e]
+
+
+def test_a_lagging_subscriber_is_cut_off_and_others_are_not() -> None:
+    broker = MemoryBroker(queue_size=3)
+    slow = broker.subscribe(["a"])
+    fast = broker.subscribe(["a"])
+    for i in range(3):
+        broker.publish("a", Event(str(i)))
+        assert fast.get(5) is not None
+    last = broker.publish("a", Event("3"))  # the fourth unread event overflows only ``slow``
+    assert broker.subscriber_count("a") == 1
+    with pytest.raises(SubscriptionEnded) as ended:
+        slow.get(5)
+    assert ended.value.reason == "overflow"
+    assert fast.get(5) == last
+    fast.close()
+    slow.close()
+    assert broker.subscriber_count() == 0
+
+
+def test_publish_never_waits_for_a_subscriber() -> None:
+    broker = MemoryBroker(queue_size=10)
+    with broker.subscribe(["a"]) as sub:
+        for i in range(1000):  # nobody reads: the broker must not block
+            broker.publish("a", Event(str(i)))
+        with pytest.raises(SubscriptionEnded):
+            sub.get(0)
+
+
+def test_close_wakes_a_waiting_get_and_is_idempotent() -> None:
+    broker = MemoryBroker()
+    sub = broker.subscribe(["a"])
+    errors: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            sub.get(30)
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=wait)
+    t.start()
+    sub.close()
+    t.join(10)
+    assert not t.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], SubscriptionEnded) and errors[0].reason == "closed"
+    sub.close()
+    assert broker.subscriber_count() == 0
+
+
+def test_disconnect_all_ends_every_subscription() -> None:
+    broker = MemoryBroker()
+    subs = [broker.subscribe(["a", "b"]) for _ in range(3)]
+    assert broker.subscriber_count() == 3
+    assert broker.disconnect_all() == 3
+    assert broker.subscriber_count() == 0
+    for sub in subs:
+        with pytest.raises(SubscriptionEnded):
+            sub.get(5)
+
+
+def test_queued_events_are_still_read_after_a_close_by_the_broker() -> None:
+    broker = MemoryBroker()
+    sub = broker.subscribe(["a"])
+    e = broker.publish("a", Event("x"))
+    broker.disconnect_all()
+    assert sub.get(0) == e
+    with pytest.raises(SubscriptionEnded):
+        sub.get(0)
+
+
+def test_closed_broker_refuses_use() -> None:
+    broker = MemoryBroker()
+    broker.close()
+    with pytest.raises(RuntimeError):
+        broker.publish("a", Event("x"))
+    with pytest.raises(RuntimeError):
+        broker.subscribe(["a"])
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError):
+        MemoryBroker(queue_size=0)
+    with pytest.raises(ValueError):
+        MemoryBroker(replay_size=0)
+    with pytest.raises(ValueError):
+        MemoryBroker().subscribe([])
+
+
+def test_broker_from_url() -> None:
+    assert isinstance(broker_from_url(None), MemoryBroker)
+    assert broker_from_url("memory://", queue_size=5).queue_size == 5  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="Redis broker is not available"):
+        broker_from_url("redis://localhost:6379/0")
+    with pytest.raises(ValueError, match="unknown broker URL"):
+        broker_from_url("kafka://x")
+
+
+def test_subscribing_while_publishing_loses_and_repeats_nothing() -> None:
+    """Replay snapshot and live queue meet exactly, however the threads interleave."""
+    broker = MemoryBroker(queue_size=10_000, replay_size=10_000)
+    total = 3000
+    published: list[Event] = []
+    start = broker.publish("a", Event("start"))
+    done = threading.Event()
+
+    def publisher() -> None:
+        for i in range(total):
+            published.append(broker.publish("ab"[i % 2], Event(str(i))))
+        done.set()
+
+    t = threading.Thread(target=publisher)
+    t.start()
+    checks = 0
+    while not done.is_set() and checks < 200:
+        checks += 1
+        sub = broker.subscribe(["a", "b"], start.id)
+        seen = list(sub.replay)
+        # Everything published so far is in the replay or already queued live.
+        while (event := sub.get(0)) is not None:
+            seen.append(event)
+        sub.close()
+        assert [e.data for e in seen] == [str(i) for i in range(len(seen))]
+    t.join(30)
+    with broker.subscribe(["a", "b"], start.id) as sub:
+        assert sub.replay == published
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.sampled_from("abc"), min_size=1, max_size=30),
+    st.data(),
+)
+def test_replay_of_any_subset_after_any_id(channels: list[str], data: st.DataObject) -> None:
+    broker = MemoryBroker()
+    published = [(ch, broker.publish(ch, Event(str(i)))) for i, ch in enumerate(channels)]
+    cut = data.draw(st.integers(0, len(published) - 1))
+    wanted = data.draw(st.sets(st.sampled_from("abcd"), min_size=1))
+    with broker.subscribe(sorted(wanted), published[cut][1].id) as sub:
+        assert sub.gap == ()
+        assert sub.replay == [e for ch, e in published[cut + 1 :] if ch in wanted]
+
+
+def test_waits_work_under_gevent() -> None:
+    """With gevent's monkey-patching, a waiting get yields to other greenlets and wakes."""
+    pytest.importorskip("gevent")
+    script = textwrap.dedent(
+        """
+        from gevent import monkey; monkey.patch_all()
+        import gevent
+        from sseproto import Event
+        from sseproto.brokers import MemoryBroker, SubscriptionEnded
+        broker = MemoryBroker()
+        sub = broker.subscribe(["a"])
+        other = broker.subscribe(["b"])
+        got = {}
+        def reader():
+            got["event"] = sub.get(10)
+            try:
+                sub.get(10)
+            except SubscriptionEnded as exc:
+                got["end"] = exc.reason
+        def idle():
+            got["idle"] = other.get(0.05)
+        g = gevent.spawn(reader); h = gevent.spawn(idle)
+        gevent.sleep(0.01)
+        broker.publish("a", Event("x"))
+        gevent.sleep(0.01)
+        sub.close()
+        gevent.joinall([g, h], timeout=10)
+        assert got["idle"] is None, got  # timed out while the reader waited
+        assert got["event"].data == "x" and got["end"] == "closed", got
+        print("ok")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr
