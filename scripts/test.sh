@@ -18,6 +18,16 @@ if ! command -v redis-server >/dev/null 2>&1 && command -v apt-get >/dev/null 2>
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
 fi
 
+# Node.js and the polyfill's build/test tools (acorn, terser; pinned in js/package-lock.json).
+if ! command -v npm >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
+fi
+if [ ! -d js/node_modules/acorn ] || [ ! -d js/node_modules/terser ]; then
+    npm ci --prefix js --no-audit --no-fund --loglevel=error
+fi
+
 python3 -m ruff check .
 python3 -m mypy
 python3 -m pytest "$@"
