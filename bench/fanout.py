@@ -303,11 +303,13 @@ def main() -> None:
         print(f"{r['server']:18} {r['clients']:>7} {r['connect_all_s']:>9.2f} {r['p50_ms']:>8.1f} "
               f"{r['p99_ms']:>8.1f} {r['lost']:>6} {r['dup']:>5} {r['rss_kb_per_conn']:>8.1f}")
     if len(results) > 1:
-        base = results[-1]
-        for r in results[:-1]:
+        base = next((r for r in results if r["server"].startswith("naive")), results[-1])
+        for r in results:
+            if r is base:
+                continue
             print(f"{r['server']} vs {base['server']}: p99 ratio {base['p99_ms'] / r['p99_ms']:.2f}x, "
                   f"RSS/conn ratio {base['rss_kb_per_conn'] / max(r['rss_kb_per_conn'], 0.001):.2f}x")
-    target = results[0]
+    target = next((r for r in results if r["server"].startswith("sseproto")), results[0])
     ok = target["p99_ms"] < 250 and target["rss_kb_per_conn"] < 40
     ok = ok and target["lost"] == 0 and target["dup"] == 0
     print(f"target (5,000 conns, 20 ev/s: p99 < 250 ms, < 40 KB/conn, nothing lost) for {target['server']} "
