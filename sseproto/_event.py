@@ -43,6 +43,8 @@ class Event(_Fields):
         id: str | None = None,
         retry: int | None = None,
     ) -> Event:
+        if type(data) is str and event is _MESSAGE and id is None and retry is None:
+            return _tuple_new(cls, (data, event, None, None))  # the commonest event: nothing to check
         if not isinstance(data, str):
             raise LocalProtocolError(f"data must be str, not {type(data).__name__}")
         if event is not _MESSAGE:  # the interned default needs no check
@@ -79,6 +81,11 @@ class Event(_Fields):
     def encode(self) -> bytes:
         """The event as UTF-8 wire bytes, ending with the blank line that dispatches it."""
         data, event, id, retry = self
+        if event is _MESSAGE and id is None and retry is None and "\n" not in data and "\r" not in data:
+            try:
+                return f"data: {data}\n\n".encode()
+            except UnicodeEncodeError as exc:
+                raise LocalProtocolError(f"event holds text UTF-8 cannot encode: {exc}") from None
         if "\n" in data or "\r" in data:
             data = data.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\ndata: ")
         if id is None and retry is None and event == "message":
