@@ -286,3 +286,38 @@ def test_chromium_cross_origin_eventsource_with_credentials(browser: Any) -> Non
         finally:
             page.close()
             denied.close()
+
+
+def test_our_client_resumes_across_server_side_drops(server: Server) -> None:
+    """sseproto's client: every event exactly once while the server ends its streams."""
+    from sseproto.client import EventSource
+
+    received: list[tuple[str, str | None]] = []
+    opened = threading.Event()
+    source = EventSource(server.url + "/sse/stream?channel=ours", timeout=(5, 5), reconnect_delay=0.1)
+
+    def read() -> None:
+        for event in source:
+            received.append((event.data, event.id))
+            opened.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert server.wait_count("ours", 1) == 1
+        sent: list[tuple[str, str]] = []
+        for round_ in range(3):
+            for i in range(5):
+                data = f"r{round_}e{i}"
+                sent.append((data, server.publish(data, "ours")))
+            # End every stream: the client reconnects with Last-Event-ID and replays.
+            requests.post(server.url + "/end", timeout=10).raise_for_status()
+        deadline = time.monotonic() + 15
+        while len(received) < len(sent) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert received == sent
+        assert source.last_event_id == sent[-1][1]
+    finally:
+        source.close()
+        reader.join(5)
+    assert not reader.is_alive()
