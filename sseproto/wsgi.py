@@ -622,10 +622,14 @@ def _disconnect_probe(environ: WSGIEnvironment) -> Callable[[], bool] | None:
         return None
 
     def gone() -> bool:
-        # Readable with nothing to read means the client closed its end.
+        # Readable with nothing to read means the client closed its end. poll(), not
+        # select(): select() refuses descriptors past 1023, common on a busy server.
         try:
-            readable, _, _ = select.select([sock], [], [], 0)
-            return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            if not poller.poll(0):
+                return False
+            return sock.recv(1, socket.MSG_PEEK) == b""
         except (OSError, ValueError):
             return True
 

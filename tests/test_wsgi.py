@@ -490,3 +490,27 @@ def test_dependency_arrows_point_inward() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_disconnect_probe_works_for_descriptors_past_1023() -> None:
+    """A busy server's sockets have high numbers; select() would refuse them and end every stream."""
+    import os
+    import socket
+
+    from sseproto.wsgi import _disconnect_probe
+
+    a, b = socket.socketpair()
+    high = os.dup2(a.fileno(), 1500)
+    sock = socket.socket(fileno=high)
+    try:
+        gone = _disconnect_probe({"gunicorn.socket": sock})
+        assert gone is not None
+        assert gone() is False
+        b.sendall(b"x")  # a pipelined byte is not a disconnect
+        assert gone() is False
+        b.close()
+        sock.recv(1)
+        assert gone() is True
+    finally:
+        sock.close()
+        a.close()
