@@ -185,12 +185,17 @@ class Decoder:
             if self._buf:
                 chunk = bytes(self._buf) + chunk
                 self._buf.clear()
-            if len(chunk) < 3 and _BOM.startswith(chunk):
-                self._buf += chunk  # too short to tell yet
+            if len(chunk) <= 3 and _BOM.startswith(chunk):
+                self._buf += chunk  # too short to tell yet (a BOM waits for the byte after it)
                 return b""
             self._at_start = False
             if chunk.startswith(_BOM):
                 chunk = chunk[3:]
+                if chunk[0] in (10, 13):
+                    # Chromium never takes the byte right after a leading BOM as a line break:
+                    # it starts an unknown field that swallows the rest of that line. A NUL
+                    # in its place (never part of a known field name) does the same here.
+                    chunk = b"\0" + chunk[1:]
         if self._skip_lf and chunk:
             self._skip_lf = False
             if chunk[0] == 10:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -18,6 +17,13 @@ output: one line per event, as soon as it arrives.
   --json:           {"event": ..., "data": ..., "id": ...}   (id is the stream's last event id)
 reconnects like a browser's EventSource (sending Last-Event-ID) until the server answers
 204 (exit 0), answers an error or a wrong content type (exit 1), or Ctrl-C (exit 130).
+"""
+
+
+PUBLISH_EPILOG = """\
+output: the id of the stored event, on one line.
+exit status: 0 published, 1 Redis unreachable (nothing published; after a timeout it may
+have been), 2 a usage error (bad URL, channel, type or id).
 """
 
 
@@ -62,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     publish = commands.add_parser(
         "publish",
         help="publish one event through the Redis broker",
-        description="Publish one event to a channel of the Redis broker.",
+        description="Publish one event to a channel of the Redis broker; every server on that Redis "
+        "delivers it to its streams of the channel.",
+        epilog=PUBLISH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     publish.add_argument(
         "--broker", required=True, metavar="URL", help="Redis URL, e.g. redis://127.0.0.1:6379/0"
@@ -70,9 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--channel", required=True, metavar="C")
     publish.add_argument("--event", default="message", metavar="TYPE", help="event type (default: message)")
     publish.add_argument(
-        "--id", default=None, metavar="ID", help="event id (default: assigned by the broker)"
+        "--id",
+        default=None,
+        metavar="ID",
+        help="your own event id, sent as is (default: the broker's stream id; ids of the form "
+        "DIGITS-DIGITS are the broker's own and refused)",
     )
-    publish.add_argument("data", metavar="DATA")
+    publish.add_argument(
+        "--timeout", type=float, default=5.0, metavar="S", help="seconds to reach Redis (default 5)"
+    )
+    publish.add_argument("data", metavar="DATA", help="the event's data (line breaks: several data: lines)")
     return parser
 
 
@@ -104,23 +120,41 @@ def listen(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def publish(args: argparse.Namespace) -> int:
-    """Publish through ``sseproto.redis.publish(broker_url, channel, event)`` when that module exists."""
-    try:
-        broker = importlib.import_module("sseproto.redis")
-    except ImportError:
-        broker = None
-    send = getattr(broker, "publish", None)
-    if send is None:
-        why = "is not available in this version" if broker is None else "has no publish(url, channel, event)"
-        print(f"sseproto publish: the Redis broker (sseproto.redis) {why}", file=sys.stderr)
-        return 2
+def publish(args: argparse.Namespace, out: TextIO) -> int:
+    """Publish one event through the Redis broker; print its id. Exit 1 when Redis is unreachable."""
     try:
         event = Event(args.data, event=args.event, id=args.id)
     except LocalProtocolError as exc:
         print(f"sseproto publish: {exc}", file=sys.stderr)
         return 2
-    send(args.broker, args.channel, event)
+    if args.broker.split(":", 1)[0].lower() not in ("redis", "rediss", "unix"):
+        print(f"sseproto publish: --broker must be a redis://, rediss:// or unix:// URL, got {args.broker!r}",
+              file=sys.stderr)
+        return 2
+    try:
+        from .brokers import BrokerUnavailable
+        from .brokers.redis import RedisBroker
+    except ModuleNotFoundError as exc:
+        if exc.name != "redis":
+            raise
+        print("sseproto publish: needs the redis package: pip install 'sseproto[redis]'", file=sys.stderr)
+        return 2
+    try:
+        broker = RedisBroker(args.broker, pool_size=1, socket_timeout=args.timeout)
+    except ValueError as exc:
+        print(f"sseproto publish: bad --broker URL: {exc}", file=sys.stderr)
+        return 2
+    with broker:
+        try:
+            stored = broker.publish(args.channel, event)
+        except BrokerUnavailable as exc:
+            print(f"sseproto publish: {exc}", file=sys.stderr)
+            return 1
+        except ValueError as exc:
+            print(f"sseproto publish: {exc}", file=sys.stderr)
+            return 2
+    out.write(f"{stored.id}\n")
+    out.flush()
     return 0
 
 
@@ -130,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "listen":
             return listen(args, sys.stdout)
-        return publish(args)
+        return publish(args, sys.stdout)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

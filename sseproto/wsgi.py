@@ -629,7 +629,7 @@ def _disconnect_probe(environ: WSGIEnvironment) -> Callable[[], bool] | None:
             poller.register(sock, select.POLLIN)
             if not poller.poll(0):
                 return False
-            return sock.recv(1, socket.MSG_PEEK) == b""
+            return bool(sock.recv(1, socket.MSG_PEEK) == b"")
         except (OSError, ValueError):
             return True
 

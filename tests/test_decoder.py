@@ -30,6 +30,11 @@ def reference(stream: bytes, last_event_id: str = "") -> Result:
     """The standard's steps, written plainly over a whole stream: the model the decoder must match."""
     if stream.startswith(b"\xef\xbb\xbf"):
         stream = stream[3:]
+        # Chromium, against the standard: a CR or LF right after the BOM is not a line break
+        # but the start of an unknown field, so that whole line (through its break) is ignored.
+        line = re.match(rb"[\r\n][^\r\n]*(?:\r\n|\r|\n|$)", stream)
+        if line is not None:
+            stream = stream[line.end() :]
     lines = re.split("\r\n|\r|\n", stream.decode("utf-8", "replace"))
     lines.pop()  # the unterminated rest of the stream is discarded
     out: list[Event] = []
@@ -91,6 +96,8 @@ FIXTURES: list[tuple[str, bytes, list[Event], str, int | None]] = [
     ("cr", b"data: a\r\rdata: b\r\r", [Event("a", id=""), Event("b", id="")], "", None),
     ("mixed", b"data: a\r\ndata: b\rdata: c\n\n", [Event("a\nb\nc", id="")], "", None),
     ("bom", b"\xef\xbb\xbfdata: a\n\n", [Event("a", id="")], "", None),
+    ("bom-then-lf", b"\xef\xbb\xbf\ndata: a\n\ndata: b\n\n", [Event("b", id="")], "", None),
+    ("bom-then-crlf", b"\xef\xbb\xbf\r\ndata: a\n\n", [Event("a", id="")], "", None),
     ("second-bom-is-data", b"\xef\xbb\xbf\xef\xbb\xbfdata: a\n\n", [], "", None),
     ("no-colon", b"data\n\ndata\ndata\n\n", [Event("", id=""), Event("\n", id="")], "", None),
     ("one-space", b"data:  a \n\n", [Event(" a ", id="")], "", None),
@@ -149,6 +156,18 @@ def test_bom_only_at_start_of_each_connection() -> None:
     assert d.feed(b"\xbfdata: a\n\n") == [Event("a", id="")]
     d.end()
     assert d.feed(b"\xef\xbb\xbfdata: b\n\n") == [Event("b", id="")]
+
+
+def test_byte_after_leading_bom_is_never_a_line_break() -> None:
+    # Chromium (spec/vectors/bom.json): a CR or LF right after a leading BOM starts an
+    # unknown field that swallows the next line, whatever the chunking.
+    for chunks in ([b"\xef\xbb\xbf", b"\ndata: a\n\n"], [b"\xef\xbb", b"\xbf", b"\r", b"data: a\n\n"]):
+        d = Decoder()
+        assert [e for c in chunks for e in d.feed(c)] == []
+    d = Decoder()
+    assert d.feed(b"\xef\xbb\xbf\n\ndata: a\n\n") == [Event("a", id="")]
+    d.end()  # each connection's BOM is checked again
+    assert d.feed(b"\xef\xbb\xbf\rdata: a\n\ndata: b\n\n") == [Event("b", id="")]
 
 
 def test_state_kept_across_connections() -> None:

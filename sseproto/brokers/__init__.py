@@ -16,6 +16,11 @@ networked one fit behind it alike:
   closed or fell too far behind; ``subscription.close()`` unsubscribes (idempotent).
 
 Replay and live delivery never overlap and never leave a hole between them.
+
+Brokers: :class:`MemoryBroker` (one process, the default) and
+``sseproto.brokers.redis.RedisBroker`` (any number of processes on one Redis or Valkey;
+needs the ``redis`` extra, imported only when used). A networked broker raises
+:class:`BrokerUnavailable` from ``publish`` when its server cannot be reached.
 """
 
 from __future__ import annotations
@@ -29,12 +34,18 @@ from .memory import MemoryBroker, MemorySubscription
 
 __all__ = [
     "Broker",
+    "BrokerUnavailable",
     "MemoryBroker",
     "MemorySubscription",
     "Subscription",
     "SubscriptionEnded",
     "broker_from_url",
 ]
+
+
+class BrokerUnavailable(ConnectionError):
+    """The broker's server cannot be reached: the event was not published (after a timeout,
+    it may have been). A ``ConnectionError``, so ``except OSError`` catches it too."""
 
 
 class Subscription(Protocol):
@@ -65,10 +76,22 @@ class Broker(Protocol):
 
 
 def broker_from_url(url: str | None, **options: int | float | None) -> Broker:
-    """The broker a URL names: ``None`` or ``memory://`` is a :class:`MemoryBroker`."""
+    """The broker a URL names, with ``options`` for its constructor.
+
+    ``None`` or ``memory://`` is a :class:`MemoryBroker`; ``redis://``, ``rediss://`` and
+    ``unix://`` URLs are a ``RedisBroker`` (``queue_size``, ``replay_size`` and
+    ``replay_max_age`` mean the same for both). Creating a Redis broker does not connect.
+    """
     if url is None or url in ("memory://", "memory:", "memory"):
         return MemoryBroker(**options)  # type: ignore[arg-type]
     scheme = url.split(":", 1)[0].lower()
     if scheme in ("redis", "rediss", "unix"):
-        raise ValueError(f"a Redis broker is not available in this version of sseproto: {url!r}")
-    raise ValueError(f"unknown broker URL {url!r}: expected memory://")
+        try:
+            from .redis import RedisBroker
+        except ModuleNotFoundError as exc:
+            if exc.name != "redis":
+                raise
+            raise ValueError(f"the broker URL {url!r} needs the redis package: "
+                             "pip install 'sseproto[redis]'") from exc
+        return RedisBroker(url, **options)  # type: ignore[arg-type]
+    raise ValueError(f"unknown broker URL {url!r}: expected memory://, redis://, rediss:// or unix://")
