@@ -189,7 +189,9 @@ class MemorySubscription:
         Raises :class:`SubscriptionEnded` once closed or cut off for lagging.
         """
         with self._cond:
-            if not self._queue and self._ended is None:
+            # No wait at all for timeout 0: a zero wait still costs a lock and, under
+            # gevent, a trip through the hub, once per event sent.
+            if not self._queue and self._ended is None and (timeout is None or timeout > 0):
                 self._cond.wait(timeout)
             if self._ended is not None and (self._ended == "overflow" or not self._queue):
                 raise SubscriptionEnded(self._ended)
