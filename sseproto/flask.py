@@ -10,43 +10,10 @@ Streams can also come from a view: ``return sse.stream("a", "b")`` (channels, wi
 replay), ``return sse.stream_iterable(generator())`` or ``return sse.stream_polling(func,
 interval=1.0)``. Everything runs on :mod:`sseproto.wsgi`; wire conventions are there.
 
-Configuration (``app.config``; keyword options given to ``SSE()`` win over it):
-
-================================ ========== ========================================================
-Key                              Default    Meaning
-================================ ========== ========================================================
-``SSE_URL_PREFIX``               ``"/sse"`` Blueprint prefix: ``GET <prefix>/stream`` and ``GET
-                                            <prefix>/eventsource.js``; None: no blueprint
-``SSE_BROKER_URL``               None       None or ``memory://``: the in-memory broker (a
-                                            ``broker=`` object given to ``SSE()`` wins);
-                                            ``redis://`` is refused until a Redis broker exists
-``SSE_QUEUE_SIZE``               1000       Live events a subscriber may lag behind before it is
-                                            disconnected (it reconnects and replays)
-``SSE_REPLAY_SIZE``              1000       Events kept per channel for replay
-``SSE_REPLAY_MAX_AGE``           None       Seconds an event stays replayable (None: no limit)
-``SSE_DEFAULT_CHANNEL``          ``"sse"``  Channel of ``publish()`` and of a stream that names none
-``SSE_HEARTBEAT``                15.0       Seconds of silence before a ``:`` comment line; also
-                                            bounds how long a vanished client stays subscribed
-``SSE_RETRY``                    3000       ``retry:`` sent first, in ms (None: not sent)
-``SSE_RETRY_JITTER``             0          Up to this many ms added to ``retry`` at random, per
-                                            stream
-``SSE_PADDING``                  False      2 KiB comment at stream start (``?padding=1`` asks for
-                                            it per request)
-``SSE_MAX_BYTES``                None       End a stream at the first event boundary past this many
-                                            bytes (XHR polyfills)
-``SSE_MAX_CHANNELS``             16         Channels per stream (400 beyond)
-``SSE_MAX_CHANNEL_LENGTH``       128        Characters per channel name (400 beyond)
-``SSE_CHANNEL_PATTERN``          see right  Regex a channel name must match, default
-                                            ``[A-Za-z0-9_.:@/-]+`` (400 otherwise)
-``SSE_MAX_LAST_EVENT_ID_LENGTH`` 256        Characters of ``Last-Event-ID`` (400 beyond) and of ids
-                                            given to ``publish()``
-``SSE_MAX_CONNECTIONS``          1000       Open streams of this app in this process (503 beyond)
-``SSE_RETRY_AFTER``              5          ``Retry-After`` seconds of that 503
-``SSE_CORS_ORIGINS``             None       None (no CORS headers), ``"*"`` or a list of allowed
-                                            origins
-``SSE_CORS_CREDENTIALS``         False      Allow credentials; needs a list of origins (the allowed
-                                            origin is echoed, never ``*``)
-================================ ========== ========================================================
+Configuration: ``SSE_*`` keys of ``app.config``, or their lower-case names as keyword
+options of ``SSE()`` (which win). The table of keys, defaults and meanings is in the
+README ("Settings"); ``SSE_BROKER_URL`` picks the broker (None or ``memory://``: in
+memory; ``redis://...``: Redis).
 """
 
 from __future__ import annotations

@@ -32,3 +32,12 @@ def test_codec_example_runs() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "Last-Event-ID to send on reconnect: 2" in proc.stdout
+
+
+def test_settings_table_lists_every_config_key() -> None:
+    from sseproto import flask as ext
+
+    table = README.split("### Settings", 1)[1].split("\n### ", 1)[0]
+    documented = set(re.findall(r"^\| `(SSE_[A-Z_]+)`", table, re.M))
+    keys = {*ext._OPTION_KEYS, *ext._BROKER_KEYS, *ext._OTHER_KEYS}
+    assert documented == keys
