@@ -428,9 +428,11 @@ class EventSource:
     def _request_headers(self) -> dict[str, str | bytes]:
         headers: dict[str, str | bytes] = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
         headers.update(self._headers)
-        if self._decoder.last_event_id:
-            # UTF-8, as browsers send it (http.client would refuse what latin-1 cannot encode).
-            headers["Last-Event-ID"] = self._decoder.last_event_id.encode("utf-8")
+        # As Chromium: spaces and tabs around the id are trimmed (a header value cannot
+        # carry them), and nothing is sent when nothing is left. UTF-8, as browsers send it.
+        last_id = self._decoder.last_event_id.strip(" \t")
+        if last_id:
+            headers["Last-Event-ID"] = last_id.encode("utf-8")
         return headers
 
     def _connect(self) -> requests.Response | None:

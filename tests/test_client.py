@@ -162,6 +162,16 @@ def test_a_non_latin1_id_is_sent_back_as_utf8(server: ScriptedServer) -> None:
     assert sent.encode("latin-1").decode("utf-8") == "\u65e5\u672c\U0001f600"
 
 
+def test_spaces_around_the_id_are_trimmed_from_the_header(server: ScriptedServer) -> None:
+    """Chromium trims them (a header value cannot start with a space); requests would refuse it."""
+    first, second = Reply(body=sse("id:  \tx \ndata: a\n\n")), Reply(body=sse("id:   \ndata: b\n\n"))
+    url = server.script("/s", first, second, END)
+    with EventSource(url, **FAST) as source:
+        assert [(e.data, e.id) for e in collect(source)] == [("a", " \tx "), ("b", "  ")]
+    seen = server.seen("/s")
+    assert [r.headers.get("last-event-id") for r in seen] == [None, "x", None]
+
+
 def test_an_id_without_data_still_moves_last_event_id(server: ScriptedServer) -> None:
     url = server.script("/s", Reply(body=sse("data: a\nid: 7\n\n", "id: 8\n\n")), END)
     with EventSource(url, **FAST) as source:
