@@ -31,7 +31,7 @@ from .wsgi import EventStreamApp, Options, Reply, WSGIEnvironment, event_from, l
 
 __all__ = ["SSE"]
 
-POLYFILL = Path(__file__).parent / "static" / "eventsource.js"
+POLYFILL = Path(__file__).parent / "static" / "eventsource.min.js"  # the minified build; the source is beside it
 
 # Config key -> Options field.
 _OPTION_KEYS = {

@@ -2,7 +2,8 @@
 /*
  * An EventSource for browsers without a usable one, in plain ES5 (it also parses as ES3).
  * UMD: CommonJS and AMD export the constructor; in a browser it is always
- * window.EventSourcePolyfill, and window.EventSource only when the browser has none.
+ * window.EventSourcePolyfill, and window.EventSource only when the browser has no usable
+ * one (none, or one without withCredentials, which predates CORS).
  *
  * new EventSourcePolyfill(url, {withCredentials, heartbeatTimeout, bufferLimit})
  *   heartbeatTimeout  ms without a byte before the connection counts as dropped
@@ -20,8 +21,11 @@
  * Differences from a native EventSource, all documented: a reconnection time above
  * 2^31-1 ms (what setTimeout takes) is clamped to it; repeated failures back off
  * exponentially up to max(reconnection time, 30 s); an onmessage/onopen/onerror handler
- * keeps the place among listeners where it was first seen, even after being set to null;
- * a listener's exception is rethrown from a timer; events are plain objects.
+ * set to null and set again with no listener added, removed or dispatched in between
+ * keeps its place; a listener's exception is rethrown from a timer; events are plain
+ * objects. Over XMLHttpRequest and XDomainRequest the browser decodes the text and drops
+ * a leading BOM first, so a CR or LF right after it ends a line, as the standard says
+ * (Chromium's native EventSource instead reads it as text of the first line).
  *
  * EventSourcePolyfill._Parser and EventSourcePolyfill._Utf8 are internal, exposed for
  * tests only.
@@ -32,8 +36,8 @@
   else if (typeof module == 'object' && module.exports) module.exports = ES;
   if (root) {
     root.EventSourcePolyfill = ES;
-    // A native EventSource without withCredentials predates CORS (Safari < 7, Opera 12):
-    // not usable cross-origin, so it is replaced too.
+    // A native EventSource without withCredentials predates CORS: not usable
+    // cross-origin, so it is replaced too.
     var N = root.EventSource;
     if (!N || !('withCredentials' in (N.prototype || {}))) root.EventSource = ES;
   }
@@ -420,9 +424,11 @@
       heartbeat(es, conn);
       p.feed(text);
       if (size > es._max && es._conn == conn && p._idle()) {
-        // Bounded memory: a fresh response, resuming from the last event id.
+        // Bounded memory: a fresh response, resuming from the last event id. From a
+        // timer: a request sent in the task that aborted the last one, Chromium may send
+        // twice.
         stop(es);
-        connect(es);
+        later(es, 0);
       }
     };
     conn.end = function (error, poll) {
@@ -431,8 +437,7 @@
         // Long-polling: a complete response is the normal case; ask again at once after
         // an event, else after the reconnection time.
         stop(es);
-        if (es._got) connect(es);
-        else later(es, retryOf(p));
+        later(es, es._got ? 0 : retryOf(p));
         return;
       }
       reconnect(es);

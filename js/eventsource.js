@@ -1,0 +1,559 @@
+/*! sseproto EventSource polyfill | MIT */
+/*
+ * An EventSource for browsers without a usable one, in plain ES5 (it also parses as ES3).
+ * UMD: CommonJS and AMD export the constructor; in a browser it is always
+ * window.EventSourcePolyfill, and window.EventSource only when the browser has no usable
+ * one (none, or one without withCredentials, which predates CORS).
+ *
+ * new EventSourcePolyfill(url, {withCredentials, heartbeatTimeout, bufferLimit})
+ *   heartbeatTimeout  ms without a byte before the connection counts as dropped
+ *                     (default 45000; 0 turns it off)
+ *   bufferLimit       characters an XHR/XDomainRequest response may grow to before the
+ *                     polyfill reconnects, between two events, resuming from the last
+ *                     event id (default 262144); the fetch transport keeps no such buffer
+ *
+ * Transports, best first: fetch with a streamed body; XMLHttpRequest progress events;
+ * XDomainRequest (IE 8/9, cross-origin); XMLHttpRequest without progress events, read
+ * when each response completes (long-polling). A same-origin reconnection sends the
+ * Last-Event-ID header; a cross-origin one appends ?lastEventId= instead, which needs no
+ * CORS preflight, and so does one whose id is not printable ASCII without spaces.
+ *
+ * Differences from a native EventSource, all documented: a reconnection time above
+ * 2^31-1 ms (what setTimeout takes) is clamped to it; repeated failures back off
+ * exponentially up to max(reconnection time, 30 s); an onmessage/onopen/onerror handler
+ * set to null and set again with no listener added, removed or dispatched in between
+ * keeps its place; a listener's exception is rethrown from a timer; events are plain
+ * objects. Over XMLHttpRequest and XDomainRequest the browser decodes the text and drops
+ * a leading BOM first, so a CR or LF right after it ends a line, as the standard says
+ * (Chromium's native EventSource instead reads it as text of the first line).
+ *
+ * EventSourcePolyfill._Parser and EventSourcePolyfill._Utf8 are internal, exposed for
+ * tests only.
+ */
+(function (root, factory) {
+  var ES = factory(root);
+  if (typeof define == 'function' && define.amd) define(function () { return ES; });
+  else if (typeof module == 'object' && module.exports) module.exports = ES;
+  if (root) {
+    root.EventSourcePolyfill = ES;
+    // A native EventSource without withCredentials predates CORS: not usable
+    // cross-origin, so it is replaced too.
+    var N = root.EventSource;
+    if (!N || !('withCredentials' in (N.prototype || {}))) root.EventSource = ES;
+  }
+}(typeof window != 'undefined' ? window : null, function (win) {
+  var CONNECTING = 0;
+  var OPEN = 1;
+  var CLOSED = 2;
+  var DEFAULT_RETRY = 3000; // Chromium's default reconnection time
+  var MAX_DELAY = 2147483647; // the largest delay setTimeout takes
+  var MAX_RETRY = '18446744073709551615'; // Chromium ignores a retry above 2^64-1
+  var LINE_END = /\r\n|[\r\n]/g;
+  var HANDLERS = /^(open|message|error)$/;
+  var MIME = /^\s*text\/event-stream\s*(;|$)/i;
+  var ORIGIN = /^([^:\/?#]+:\/\/)(?:[^\/?#@]*@)?([^\/?#]*)/;
+  var doc = win && win.document;
+  var fromCharCode = String.fromCharCode;
+
+  /* ---- UTF-8 ---- */
+
+  // An incremental UTF-8 decoder, for fetch without TextDecoder. It follows the WHATWG
+  // Encoding standard's "UTF-8 decoder": each maximal invalid subpart becomes one U+FFFD
+  // and a sequence split across chunks is completed by the next one.
+  function utf8() {
+    var need = 0;
+    var cp = 0;
+    var lo = 0x80;
+    var hi = 0xbf;
+    return function (bytes) {
+      var out = '';
+      var i = 0;
+      var b;
+      while (i < bytes.length) {
+        b = bytes[i++];
+        if (need) {
+          if (b < lo || b > hi) {
+            // Not a continuation byte here: one U+FFFD, then the byte starts anew.
+            need = 0;
+            i--;
+            b = 0xfffd;
+          } else {
+            cp = (cp << 6) | (b & 0x3f);
+            b = --need ? -1 : cp;
+          }
+          lo = 0x80;
+          hi = 0xbf;
+        } else if (b > 0x7f) {
+          if (b < 0xc2 || b > 0xf4) {
+            b = 0xfffd; // never a lead byte
+          } else {
+            // C2..DF lead 2 bytes, E0..EF 3, F0..F4 4. The second byte's range is
+            // narrower after E0 and F0 (no overlong form), ED (no surrogate) and F4
+            // (nothing above U+10FFFF).
+            need = b > 0xef ? 3 : b > 0xdf ? 2 : 1;
+            cp = b & (0x3f >> need);
+            lo = b == 0xe0 ? 0xa0 : b == 0xf0 ? 0x90 : 0x80;
+            hi = b == 0xed ? 0x9f : b == 0xf4 ? 0x8f : 0xbf;
+            b = -1;
+          }
+        }
+        // Above U+FFFF: a surrogate pair (0xd7c0 + (b >> 10) is 0xd800 + ((b - 0x10000) >> 10)).
+        if (b > 0xffff) out += fromCharCode(0xd7c0 + (b >> 10), 0xdc00 + (b & 0x3ff));
+        else if (b >= 0) out += fromCharCode(b);
+      }
+      return out;
+    };
+  }
+
+  /* ---- The event-stream parser (WHATWG HTML, "Parsing an event stream") ---- */
+
+  // Text in, events out: onEvent(type, data, lastEventId) for each dispatch. Feed the
+  // decoded text of one connection in pieces split anywhere; end() when it closes.
+  function Parser(onEvent, lastEventId) {
+    this._on = onEvent;
+    this.lastEventId = lastEventId || ''; // the "last event ID string"
+    this.retry = null; // ms the stream asked for; null: the client's default
+    this.end();
+  }
+
+  Parser.prototype.feed = function (text) {
+    var p = this;
+    var i = 0;
+    var buf;
+    var m;
+    var line;
+    if (p._start) {
+      // "One leading U+FEFF BYTE ORDER MARK character must be ignored if any are present."
+      if (p._start == 1 && text.charCodeAt(0) == 0xfeff) {
+        text = text.slice(1);
+        p._start = 2;
+      }
+      if (!text) return;
+      // Chromium takes a CR or LF right after that BOM as text of the first line, not as
+      // its end (spec/vectors/bom.json): it goes into the buffer, where no search looks.
+      if (p._start == 2 && /^[\r\n]/.test(text)) {
+        p._buf = text.charAt(0);
+        text = text.slice(1);
+      }
+      p._start = 0;
+    }
+    if (!text) return;
+    if (p._cr) {
+      // The last piece ended with CR, which ended its line: an LF now belongs to it.
+      p._cr = 0;
+      if (text.charAt(0) == '\n') text = text.slice(1);
+    }
+    buf = p._buf + text;
+    // Lines end with CRLF, LF or CR; the buffer holds none, so search only the new text.
+    LINE_END.lastIndex = p._buf.length;
+    while ((m = LINE_END.exec(buf))) {
+      line = buf.slice(i, m.index);
+      i = LINE_END.lastIndex;
+      p._line(line); // may run listeners, which may feed another parser
+      LINE_END.lastIndex = i;
+    }
+    p._cr = i == buf.length && buf.charAt(i - 1) == '\r'; // a CR that ended a line
+    p._buf = buf.slice(i);
+  };
+
+  Parser.prototype._line = function (line) {
+    var p = this;
+    var colon = line.indexOf(':');
+    var name = line;
+    var value = '';
+    var id;
+    if (!line) {
+      // A blank line dispatches: the last event ID string takes the buffer's value even
+      // when no event follows; an empty data buffer dispatches nothing.
+      id = p.lastEventId = p._id;
+      value = p._data;
+      name = p._type || 'message';
+      p._data = p._type = '';
+      if (value) p._on(name, value.slice(0, -1), id);
+      return;
+    }
+    if (colon == 0) return; // a comment
+    if (colon > 0) {
+      // One leading space of the value is dropped, no more.
+      name = line.slice(0, colon);
+      value = line.slice(colon + (line.charAt(colon + 1) == ' ' ? 2 : 1));
+    }
+    if (name == 'data') {
+      p._data += value + '\n';
+    } else if (name == 'event') {
+      p._type = value;
+    } else if (name == 'id') {
+      if (value.indexOf('\0') < 0) p._id = value;
+    } else if (name == 'retry') {
+      if (!value) {
+        p.retry = null; // Chromium resets the reconnection time to its default
+      } else if (/^[0-9]+$/.test(value)) {
+        // ASCII digits only; compared as digit strings so that 2^64-1 is exact.
+        value = value.replace(/^0+(?=.)/, '');
+        if (value.length < 20 || (value.length == 20 && value <= MAX_RETRY)) p.retry = +value;
+      }
+    }
+  };
+
+  // The connection closed: the unfinished event is dropped, and the next connection's
+  // id buffer starts from the last event ID string, as in browsers.
+  Parser.prototype.end = function () {
+    var p = this;
+    p._buf = p._data = p._type = '';
+    p._id = p.lastEventId;
+    p._start = 1;
+    p._cr = 0;
+  };
+
+  // Between two events, with nothing pending: a reconnection now loses nothing.
+  Parser.prototype._idle = function () {
+    var p = this;
+    return !(p._buf || p._data || p._type || p._id != p.lastEventId);
+  };
+
+  /* ---- Events and listeners (DOM "EventTarget") ---- */
+
+  function Ev(type, props) {
+    this.type = type;
+    for (var k in props) this[k] = props[k];
+  }
+  Ev.prototype = {
+    preventDefault: function () {},
+    stopPropagation: function () {},
+    stopImmediatePropagation: function () {
+      this._stop = 1;
+    }
+  };
+
+  // The listener list of one type. An on<type> handler takes the place in it where it
+  // is first seen set, as a native handler takes the place where it was first set, and
+  // loses it when seen null (looked at on each add, remove and dispatch of that type).
+  function listeners(es, type) {
+    var list = es._ls[type] || (es._ls[type] = []);
+    var on = HANDLERS.test(type) && es['on' + type];
+    var i = find(list, list, 0);
+    if (on && i < 0) list.push({ _f: list, _c: 0 });
+    if (!on && i >= 0) list.splice(i, 1)[0]._gone = 1;
+    return list;
+  }
+
+  function capture(options) {
+    return !!(options && typeof options == 'object' ? options.capture : options);
+  }
+
+  function find(list, fn, cap) {
+    for (var i = 0; i < list.length; i++) if (list[i]._f === fn && list[i]._c === cap) return i;
+    return -1;
+  }
+
+  function dispatch(es, ev) {
+    var list0 = listeners(es, ev.type);
+    var list = list0.slice();
+    var i;
+    var l;
+    var f;
+    var h;
+    ev.target = ev.currentTarget = es;
+    for (i = 0; i < list.length && !ev._stop; i++) {
+      l = list[i];
+      if (l._gone) continue;
+      // The handler's slot holds the list itself; a handler is called only if callable.
+      h = l._f === list0;
+      f = h ? es['on' + ev.type] : l._f;
+      if (l._once) es.removeEventListener(ev.type, f, l._c);
+      try {
+        if (typeof f == 'function') f.call(es, ev);
+        else if (!h && f && typeof f.handleEvent == 'function') f.handleEvent(ev);
+      } catch (e) {
+        // Reported like an uncaught exception in a native listener; the others still run.
+        setTimeout(function () {
+          throw e;
+        }, 0);
+      }
+    }
+    return !ev.defaultPrevented;
+  }
+
+  /* ---- EventSource ---- */
+
+  function origin(url) {
+    var m = ORIGIN.exec(url);
+    return m ? (m[1] + m[2]).toLowerCase() : 'null';
+  }
+
+  function EventSource(url, init) {
+    var es = this;
+    var a;
+    init = init || {};
+    url = String(url);
+    if (doc) {
+      a = doc.createElement('a');
+      a.href = url;
+      url = a.href; // resolved against the document's base URL
+    }
+    es.url = url;
+    es.withCredentials = !!init.withCredentials;
+    es.readyState = CONNECTING;
+    es.onopen = es.onmessage = es.onerror = null;
+    es._ls = {};
+    es._org = origin(url);
+    es._same = !win || es._org == origin(win.location.href);
+    es._hb = init.heartbeatTimeout == null ? 45000 : +init.heartbeatTimeout;
+    es._max = init.bufferLimit || 262144;
+    es._fails = 0;
+    es._p = new Parser(function (type, data, id) {
+      if (es.readyState == OPEN) {
+        es._got = 1;
+        dispatch(es, new Ev(type, { data: data, lastEventId: id, origin: es._org }));
+      }
+    });
+    connect(es);
+  }
+
+  EventSource.prototype = {
+    constructor: EventSource,
+    CONNECTING: CONNECTING,
+    OPEN: OPEN,
+    CLOSED: CLOSED,
+    close: function () {
+      this.readyState = CLOSED;
+      stop(this);
+    },
+    addEventListener: function (type, fn, options) {
+      var list = listeners(this, type = String(type));
+      var cap = capture(options);
+      if (fn && find(list, fn, cap) < 0) list.push({ _f: fn, _c: cap, _once: !!(options && options.once) });
+    },
+    removeEventListener: function (type, fn, options) {
+      var list = listeners(this, String(type));
+      var i = find(list, fn, capture(options));
+      if (i >= 0) list.splice(i, 1)[0]._gone = 1;
+    },
+    dispatchEvent: function (ev) {
+      return dispatch(this, ev);
+    }
+  };
+  EventSource.CONNECTING = CONNECTING;
+  EventSource.OPEN = OPEN;
+  EventSource.CLOSED = CLOSED;
+  EventSource._Parser = Parser;
+  EventSource._Utf8 = utf8;
+
+  // Ends the current connection and its timers; the caller decides what comes next.
+  function stop(es) {
+    clearTimeout(es._timer);
+    clearTimeout(es._beat);
+    es._conn = null;
+    if (es._abort) es._abort();
+    es._abort = null;
+  }
+
+  function fire(es, type) {
+    dispatch(es, new Ev(type));
+  }
+
+  // "Fail the connection": CLOSED, error, no reconnection.
+  function fail(es) {
+    stop(es);
+    es.readyState = CLOSED;
+    fire(es, 'error');
+  }
+
+  // "Reestablish the connection": CONNECTING, error, and a new request after the
+  // reconnection time (doubled after each failure that never reached OPEN).
+  function reconnect(es) {
+    var retry = retryOf(es._p);
+    var delay;
+    stop(es);
+    if (es.readyState == CLOSED) return;
+    es.readyState = CONNECTING;
+    delay = Math.min(retry * Math.pow(2, es._fails++), Math.max(retry, 30000));
+    fire(es, 'error');
+    if (es.readyState == CONNECTING) later(es, delay);
+  }
+
+  // The reconnection time in ms, clamped to what setTimeout takes.
+  function retryOf(p) {
+    return p.retry == null ? DEFAULT_RETRY : Math.min(p.retry, MAX_DELAY);
+  }
+
+  function later(es, delay) {
+    es._timer = setTimeout(function () {
+      connect(es);
+    }, delay);
+  }
+
+  function heartbeat(es, conn) {
+    clearTimeout(es._beat);
+    if (es._hb > 0) {
+      es._beat = setTimeout(function () {
+        if (es._conn == conn) reconnect(es);
+      }, es._hb);
+    }
+  }
+
+  function connect(es) {
+    var p = es._p;
+    var id = p.lastEventId;
+    var url = es.url.replace(/#.*/, '');
+    var headers = { Accept: 'text/event-stream' };
+    var conn = {};
+    var X;
+    es._conn = conn;
+    es._got = 0;
+    if (id) {
+      // A header value must be printable ASCII (and fetch trims spaces): other ids, and
+      // cross-origin requests, use the query parameter.
+      if (es._same && /^[!-~]+$/.test(id)) headers['Last-Event-ID'] = id;
+      else url += (url.indexOf('?') < 0 ? '?' : '&') + 'lastEventId=' + encodeURIComponent(id);
+    }
+    p.end();
+    // The transport calls these three; once the connection is replaced, they do nothing.
+    conn.head = function (status, type) {
+      if (es._conn != conn) return;
+      if (status != 200 || !MIME.test(type || '')) return fail(es);
+      es._fails = 0;
+      heartbeat(es, conn);
+      if (es.readyState == CONNECTING) {
+        es.readyState = OPEN;
+        fire(es, 'open');
+      }
+    };
+    conn.data = function (text, size) {
+      if (es._conn != conn) return;
+      heartbeat(es, conn);
+      p.feed(text);
+      if (size > es._max && es._conn == conn && p._idle()) {
+        // Bounded memory: a fresh response, resuming from the last event id. From a
+        // timer: a request sent in the task that aborted the last one, Chromium may send
+        // twice.
+        stop(es);
+        later(es, 0);
+      }
+    };
+    conn.end = function (error, poll) {
+      if (es._conn != conn) return;
+      if (!error && poll) {
+        // Long-polling: a complete response is the normal case; ask again at once after
+        // an event, else after the reconnection time.
+        stop(es);
+        later(es, es._got ? 0 : retryOf(p));
+        return;
+      }
+      reconnect(es);
+    };
+    heartbeat(es, conn);
+    try {
+      X = win.XMLHttpRequest;
+      if (win.fetch && win.ReadableStream) {
+        es._abort = viaFetch(url, headers, es.withCredentials, conn);
+      } else {
+        p._start = 0; // responseText is decoded as the XHR standard says: without the BOM
+        es._abort =
+          X && (es._same || 'withCredentials' in new X())
+            ? viaXhr(new X(), url, headers, es.withCredentials, conn)
+            : viaXhr(new win.XDomainRequest(), url, null, 0, conn);
+      }
+    } catch (e) {
+      // No transport, or one that refused the request: a network error, retried.
+      setTimeout(function () {
+        conn.end(1);
+      }, 0);
+    }
+  }
+
+  /* ---- Transports: each returns a function that aborts the request ---- */
+
+  function viaFetch(url, headers, credentials, conn) {
+    var ctl = win.AbortController && new win.AbortController();
+    var decode;
+    var reader;
+    var done;
+    var td = win.TextDecoder && new win.TextDecoder('utf-8', { ignoreBOM: true });
+    decode = td ? function (bytes) { return td.decode(bytes, { stream: true }); } : utf8();
+    function error() {
+      if (!done) conn.end(1);
+    }
+    win
+      .fetch(url, {
+        headers: headers,
+        credentials: credentials ? 'include' : 'same-origin',
+        cache: 'no-store',
+        signal: ctl && ctl.signal
+      })
+      .then(function (res) {
+        reader = res.body && res.body.getReader();
+        conn.head(res.status, res.headers.get('Content-Type'));
+        if (done) {
+          if (reader) reader.cancel();
+          return;
+        }
+        (function pump() {
+          reader.read().then(function (r) {
+            if (done) return;
+            if (r.done) conn.end();
+            else {
+              conn.data(decode(r.value));
+              pump();
+            }
+          }, error);
+        })();
+      }, error);
+    return function () {
+      done = 1;
+      if (ctl) ctl.abort();
+      else if (reader) reader.cancel();
+    };
+  }
+
+  // XMLHttpRequest (headers is an object) or XDomainRequest (headers is null).
+  function viaXhr(x, url, headers, credentials, conn) {
+    var seen = 0;
+    var status = 0;
+    var poll = !('onprogress' in x);
+    function progress() {
+      var text;
+      try {
+        // Old IE throws on reading status and responseText while loading. XDomainRequest
+        // shows no status: it has loaded only if it was 200.
+        if (!status) {
+          if (!headers) conn.head((status = 200), x.contentType);
+          else if ((status = x.status)) conn.head(status, x.getResponseHeader('Content-Type'));
+        }
+        text = x.responseText;
+      } catch (e) {
+        return;
+      }
+      if (text && text.length > seen) {
+        conn.data(text.slice(seen), text.length);
+        seen = text.length;
+      }
+    }
+    x.open('GET', url, true);
+    if (headers) {
+      for (var k in headers) x.setRequestHeader(k, headers[k]);
+      if (credentials) x.withCredentials = true;
+      if (x.overrideMimeType) x.overrideMimeType('text/plain; charset=utf-8'); // always UTF-8
+      x.onreadystatechange = function () {
+        if (x.readyState > 1) progress();
+        if (x.readyState == 4) conn.end(!status, poll);
+      };
+    } else {
+      x.onload = function () {
+        progress();
+        conn.end(0, poll);
+      };
+      x.onerror = x.ontimeout = function () {
+        conn.end(1);
+      };
+    }
+    x.onprogress = progress;
+    x.send(null);
+    return function () {
+      x.onprogress = x.onload = x.onerror = x.onreadystatechange = x.ontimeout = function () {};
+      x.abort();
+    };
+  }
+
+  return EventSource;
+}));
