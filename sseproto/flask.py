@@ -31,7 +31,8 @@ from .wsgi import EventStreamApp, Options, Reply, WSGIEnvironment, event_from, l
 
 __all__ = ["SSE"]
 
-POLYFILL = Path(__file__).parent / "static" / "eventsource.min.js"  # the minified build; the source is beside it
+# The minified build; the source, eventsource.js, is beside it.
+POLYFILL = Path(__file__).parent / "static" / "eventsource.min.js"
 
 # Config key -> Options field.
 _OPTION_KEYS = {

@@ -48,7 +48,8 @@ Use::
 Servers (each is tested as a real process). Every open stream holds a thread (or a
 greenlet) for its lifetime; keep ``max_connections`` below what the server can hold so
 the endpoint answers 503 instead of the server queueing requests. The in-memory broker
-lives in one process: run one worker process with it.
+lives in one process: run one worker process with it, or use the Redis broker with any
+number of workers and servers.
 
 - Flask's dev server: threaded (the default of ``flask run`` and ``app.run()``).
 - gunicorn: ``-k gthread --threads N`` or ``-k gevent --worker-connections N``, with

@@ -1,4 +1,4 @@
-"""The ``sseproto`` command as a real process against the scripted server, read line by line."""
+"""The ``sseproto`` command as a real process: ``listen`` on the scripted server, ``publish`` on Redis."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from conftest import PYTHON, ROOT
+from conftest import PYTHON, ROOT, free_port
 from scripted_server import DROP, Gate, Pause, Reply, ScriptedServer, sse
+
+from sseproto import Event
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -164,14 +166,49 @@ def test_help_documents_the_output_format(cli: type[Cli]) -> None:
     assert "EVENT: DATA" in text and "--json" in text and "Last-Event-ID" in text
 
 
-def test_publish_without_the_redis_broker_exits_2(cli: type[Cli]) -> None:
+@pytest.mark.redis
+def test_publish_stores_the_event_and_prints_its_id(cli: type[Cli], redis_url: str) -> None:
+    from sseproto.brokers.redis import RedisBroker
+
+    channel = f"cli-{os.getpid()}-{threading.get_ident()}"
+    broker = RedisBroker(redis_url)
     try:
-        import sseproto.redis  # type: ignore[import-not-found]  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("the Redis broker exists: publish is tested with it")
-    args = ("publish", "--broker", "redis://127.0.0.1:9/0", "--channel", "c", "hello")
-    out, status, err = cli(*args).rest()
+        before = broker.publish(channel, Event("before"))
+        with broker.subscribe([channel]) as live:
+            out, status, err = cli("publish", "--broker", redis_url, "--channel", channel, "--event", "note",
+                                   "two\nlines").rest()
+            assert (status, err) == (0, "") and len(out) == 1
+            sent = Event("two\nlines", "note", out[0])
+            assert live.get(10) == sent
+            out, status, _ = cli("publish", "--broker", redis_url, "--channel", channel, "--id", "mine",
+                                 "own id").rest()
+            assert (out, status) == (["mine"], 0)
+            assert live.get(10) == Event("own id", id="mine")
+        with broker.subscribe([channel], before.id) as sub:
+            assert sub.replay == [sent, Event("own id", id="mine")]
+    finally:
+        broker.close()
+
+
+def test_publish_with_redis_down_exits_1_and_says_so(cli: type[Cli]) -> None:
+    port = free_port()  # nothing listens there
+    url = f"redis://:hunter2@127.0.0.1:{port}/0"
+    out, status, err = cli("publish", "--broker", url, "--channel", "c", "--timeout", "2", "hello").rest()
+    assert (out, status) == ([], 1)
+    assert "unreachable" in err and f"127.0.0.1:{port}" in err
+    assert "hunter2" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--broker", "http://127.0.0.1/", "--channel", "c", "x"), "redis://"),
+        (("--broker", "redis://127.0.0.1:9/0", "--channel", "c", "--id", "12-3", "x"), "ids of the form"),
+        (("--broker", "redis://127.0.0.1:9/0", "--channel", "c", "--event", "a\nb", "x"), "CR or LF"),
+        (("--broker", "redis://127.0.0.1:9/0", "--channel", "", "x"), "channel"),
+    ],
+)
+def test_publish_usage_errors_exit_2(cli: type[Cli], args: tuple[str, ...], message: str) -> None:
+    out, status, err = cli("publish", *args).rest()
     assert (out, status) == ([], 2)
-    assert "Redis broker" in err
+    assert message in err and "Traceback" not in err

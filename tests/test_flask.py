@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -79,9 +80,41 @@ def test_config_keys_reach_the_endpoint_and_broker() -> None:
     assert (broker.queue_size, broker.replay_size, broker.replay_max_age) == (11, 12, 60.0)
 
 
-def test_redis_url_is_refused_clearly() -> None:
-    with pytest.raises(ValueError, match="Redis broker is not available"):
-        SSE(make_app(SSE_BROKER_URL="redis://localhost:6379/0"))
+@pytest.mark.redis
+def test_redis_url_serves_streams_from_redis(redis_url: str) -> None:
+    """``SSE_BROKER_URL=redis://...``: the same app code, events and replay through Redis."""
+    from sseproto.brokers.redis import RedisBroker
+
+    channel = f"flask-{uuid.uuid4().hex[:8]}"
+    app = make_app(SSE_BROKER_URL=redis_url, SSE_QUEUE_SIZE=11, SSE_REPLAY_SIZE=12, SSE_REPLAY_MAX_AGE=60.0)
+    sse = SSE(app)
+    broker = sse.broker
+    assert isinstance(broker, RedisBroker)
+    assert (broker.queue_size, broker.replay_size, broker.replay_max_age) == (11, 12, 60.0)
+    try:
+        first = sse.publish("start", channel=channel)
+        e1 = sse.publish({"n": 1}, event="tick", channel=channel)
+        e2 = sse.publish("plain", channel="other-" + channel)
+        resp = app.test_client().get(f"/sse/stream?channel={channel}&channel=other-{channel}",
+                                     headers={"Last-Event-ID": first.id or ""}, buffered=False)
+        assert resp.status_code == 200 and resp.mimetype == "text/event-stream"
+        decoder = Decoder()
+        chunks = iter(resp.response)
+        got: list[Event] = []
+        for _ in range(400):  # chunks: events or heartbeats every 0.05 s (bounded)
+            if len(got) >= 2:
+                break
+            got += decoder.feed(next(chunks))
+        assert got == [e1, e2] and e1.data == '{"n":1}'
+        live = sse.publish("live", channel=channel)
+        for _ in range(400):
+            if len(got) >= 3:
+                break
+            got += decoder.feed(next(chunks))
+        assert got[2:] == [live]
+        resp.close()
+    finally:
+        broker.close()
 
 
 def test_unknown_option_is_refused() -> None:

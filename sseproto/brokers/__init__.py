@@ -13,7 +13,8 @@ networked one fit behind it alike:
   retained events the replay then includes in full.
 - ``subscription.get(timeout)`` returns the next live event, or None when ``timeout``
   seconds pass first, and raises :class:`SubscriptionEnded` once the subscription is
-  closed or fell too far behind; ``subscription.close()`` unsubscribes (idempotent).
+  closed, fell too far behind, or (a networked broker) could not reach its server to
+  replay; ``subscription.close()`` unsubscribes (idempotent).
 
 Replay and live delivery never overlap and never leave a hole between them.
 

@@ -7,8 +7,9 @@ class SubscriptionEnded(Exception):
     """A subscription delivers no more events.
 
     ``reason`` is ``"closed"`` (closed on purpose: by the stream, or by the broker
-    ending streams) or ``"overflow"`` (the subscriber fell ``queue_size`` events behind;
-    its client reconnects and replays from its last event id).
+    ending streams), ``"overflow"`` (the subscriber fell ``queue_size`` events behind;
+    its client reconnects and replays from its last event id) or ``"unavailable"``
+    (a networked broker could not replay: the client comes back with the same id).
     """
 
     def __init__(self, reason: str) -> None:

@@ -1,0 +1,614 @@
+"""The Redis broker against real redis-server processes: ids, replay, gaps, fan-out, faults, gevent."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from conftest import ROOT, free_port, missing, wait_for_port
+
+from sseproto import Event
+from sseproto.brokers import Broker, BrokerUnavailable, SubscriptionEnded, broker_from_url
+from sseproto.brokers.redis import RedisBroker, RedisSubscription
+
+pytestmark = [pytest.mark.redis, pytest.mark.timeout(120)]
+
+
+class RedisServer:
+    """A private redis-server that a test can stop and start again on the same port and data."""
+
+    def __init__(self, persistent: bool) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            missing("redis-server")
+        self.binary = str(binary)
+        self.persistent = persistent
+        self.dir = Path(tempfile.mkdtemp(prefix="sseproto-redis-"))
+        self.socket = self.dir / "redis.sock"
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+                "--unixsocket", str(self.socket), "--unixsocketperm", "700", "--save", ""]
+        if self.persistent:
+            args += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            args += ["--appendonly", "no"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, self.proc)
+        client = redis.Redis.from_url(self.url)
+        try:
+            for _ in range(200):  # the data set loads after the port opens (bounded)
+                try:
+                    client.ping()
+                    return
+                except redis.BusyLoadingError:
+                    time.sleep(0.05)
+            raise TimeoutError("redis-server kept loading")
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def pause(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def own_redis(request: pytest.FixtureRequest) -> Iterator[RedisServer]:
+    """A private redis-server of one test; ``persistent`` (indirect param) turns on fsync'd AOF."""
+    server = RedisServer(persistent=getattr(request, "param", True))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """Keys of one test only, on the shared private Redis."""
+    return f"t{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture
+def make(redis_url: str, prefix: str) -> Iterator[Callable[..., RedisBroker]]:
+    """Brokers on the session's Redis under the test's key prefix, closed afterwards."""
+    made: list[RedisBroker] = []
+
+    def factory(url: str = redis_url, **options: object) -> RedisBroker:
+        options.setdefault("key_prefix", prefix)
+        broker = RedisBroker(url, **options)  # type: ignore[arg-type]
+        made.append(broker)
+        return broker
+
+    yield factory
+    for broker in made:
+        broker.close()
+
+
+def drain(sub: RedisSubscription, n: int, timeout: float = 10.0) -> list[Event]:
+    """The next ``n`` live events (each within ``timeout`` seconds)."""
+    got = []
+    for _ in range(n):
+        event = sub.get(timeout)
+        assert event is not None, f"only {len(got)} of {n} events arrived"
+        got.append(event)
+    return got
+
+
+def wait_until(check: Callable[[], bool], seconds: float = 15.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def stream_key(id: str | None) -> tuple[int, int]:
+    assert id is not None
+    ms, seq = id.split("-")
+    return int(ms), int(seq)
+
+
+# -- ids and replay -----------------------------------------------------------------------
+
+
+def test_broker_from_url_makes_a_redis_broker_with_the_shared_options(redis_url: str) -> None:
+    broker = broker_from_url(redis_url, queue_size=7, replay_size=8, replay_max_age=9.5)
+    try:
+        assert isinstance(broker, RedisBroker)
+        assert (broker.queue_size, broker.replay_size, broker.replay_max_age) == (7, 8, 9.5)
+        typed: Broker = broker
+        assert typed.publish("from-url", Event("x")).id is not None
+    finally:
+        broker.close()
+    with pytest.raises(ValueError, match="unknown broker URL"):
+        broker_from_url("kafka://x")
+
+
+def test_ids_are_stream_ids_unique_and_increasing_across_channels(make: Callable[..., RedisBroker]) -> None:
+    broker = make()
+    events = [broker.publish("ab"[i % 2], Event(str(i))) for i in range(200)]
+    keys = [stream_key(e.id) for e in events]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+
+
+def test_ids_from_concurrent_publishers_are_totally_ordered(make: Callable[..., RedisBroker]) -> None:
+    brokers = [make(), make()]
+    published: list[list[Event]] = [[], []]
+
+    def run(i: int) -> None:
+        for n in range(150):
+            published[i].append(brokers[i].publish(f"c{i}", Event(f"{i}:{n}")))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for own in published:
+        assert [stream_key(e.id) for e in own] == sorted(stream_key(e.id) for e in own)
+    everything = sorted(published[0] + published[1], key=lambda e: stream_key(e.id))
+    assert len({e.id for e in everything}) == 300
+    # Any id, from either channel, resumes both channels exactly after it.
+    for cut in (0, 77, 150, 298):
+        with brokers[0].subscribe(["c0", "c1"], everything[cut].id) as sub:
+            assert sub.gap == ()
+            assert sub.replay == everything[cut + 1 :]
+
+
+def test_an_event_of_one_channel_resumes_the_others_within_one_millisecond(
+    make: Callable[..., RedisBroker], redis_url: str, prefix: str
+) -> None:
+    """The tie that loses events with per-stream ids: A's event and B's event in one millisecond.
+
+    The clock is set a minute ahead (as after Redis's clock stepped back), so every event
+    below gets the same millisecond: only the sequence tells them apart, across channels.
+    """
+    admin = redis.Redis.from_url(redis_url, decode_responses=True)
+    ahead = int(admin.time()[0]) * 1000 + 60_000
+    admin.hset(prefix + "clock", mapping={"ms": ahead, "seq": 0, "n": 0, "floor": f"{ahead}-0"})
+    admin.close()
+    broker = make()
+    events = [broker.publish("ab"[i % 2], Event(str(i))) for i in range(40)]
+    assert [e.id for e in events] == [f"{ahead}-{i + 1}" for i in range(40)]
+    for i, event in enumerate(events):
+        with broker.subscribe(["a", "b"], event.id) as sub:
+            assert sub.replay == events[i + 1 :] and sub.gap == ()
+    with broker.subscribe(["a", "b"], events[5].id) as sub:  # and live after the replay
+        live = broker.publish("b", Event("live"))
+        assert sub.replay == events[6:] and drain(sub, 1) == [live]
+
+
+def test_replay_is_exactly_what_came_after_the_id(make: Callable[..., RedisBroker]) -> None:
+    broker = make()
+    events = [broker.publish(ch, Event(str(i), event="tick", retry=100 + i)) for i, ch in enumerate("abcab")]
+    with broker.subscribe(["a", "b"], events[0].id) as sub:
+        assert sub.replay == [events[1], events[3], events[4]] and sub.gap == ()
+    with broker.subscribe(["a"], events[2].id) as sub:  # an id of a channel the stream does not read
+        assert sub.replay == [events[3]]
+    with broker.subscribe(["a", "b"], events[-1].id) as sub:
+        assert sub.replay == [] and sub.gap == ()
+
+
+def test_a_channel_first_used_after_the_id_missed_nothing(make: Callable[..., RedisBroker]) -> None:
+    broker = make()
+    first = broker.publish("a", Event("1"))
+    later = broker.publish("new", Event("2"))
+    with broker.subscribe(["a", "new", "never"], first.id) as sub:
+        assert sub.replay == [later] and sub.gap == ()
+
+
+@pytest.mark.parametrize("last_id", ["bogus", "1-0", "99999999999999-0", "1700000000000000", "5-x"])
+def test_ids_this_redis_never_gave_are_gaps_on_every_channel(
+    make: Callable[..., RedisBroker], last_id: str
+) -> None:
+    broker = make()
+    e = broker.publish("a", Event("x"))
+    with broker.subscribe(["a", "unused"], last_id) as sub:
+        assert sub.gap == ("a", "unused")
+        assert sub.replay == [e]
+    live = broker.publish("a", Event("live"))
+    with broker.subscribe(["a"], last_id) as sub:
+        assert sub.replay == [e, live]
+        after = broker.publish("a", Event("after"))
+        assert drain(sub, 1) == [after]  # live delivery goes on after a gap
+
+
+def test_trimmed_ids_are_gaps_exactly_past_the_newest_trimmed_event(make: Callable[..., RedisBroker]) -> None:
+    broker = make(replay_size=10)
+    events = [broker.publish("a", Event(str(i))) for i in range(250)]
+    other = broker.publish("b", Event("b"))
+    with broker.subscribe(["a", "b"], events[0].id) as sub:
+        assert sub.gap == ("a",)
+        retained = sub.replay[:-1]
+        assert sub.replay[-1] == other
+    # MAXLEN ~ keeps at least replay_size, the newest ones.
+    start = events.index(retained[0])
+    assert 10 <= len(retained) < 250 and retained == events[start:]
+    # The newest trimmed event: a client that saw it missed nothing; one before it did.
+    with broker.subscribe(["a"], events[start - 1].id) as sub:
+        assert sub.gap == () and sub.replay == retained
+    with broker.subscribe(["a"], events[start - 2].id) as sub:
+        assert sub.gap == ("a",) and sub.replay == retained
+
+
+def test_old_events_are_trimmed_by_age(make: Callable[..., RedisBroker]) -> None:
+    broker = make(replay_max_age=0.3)
+    old = [broker.publish("a", Event(str(i))) for i in range(150)]
+    time.sleep(0.5)
+    new = broker.publish("a", Event("new"))  # MINID ~ drops whole stream nodes of old events
+    with broker.subscribe(["a"], old[0].id) as sub:
+        assert sub.gap == ("a",)
+        start = old.index(sub.replay[0])
+        assert 0 < start < 150 and sub.replay == [*old[start:], new]
+    with broker.subscribe(["a"], old[start - 1].id) as sub:
+        assert sub.gap == ()
+
+
+def test_ids_the_publisher_chose_are_kept_and_resume_every_channel(make: Callable[..., RedisBroker]) -> None:
+    broker = make()
+    before = broker.publish("b", Event("before"))
+    mine = broker.publish("a", Event("x", id="mine"))
+    assert mine.id == "mine"
+    after = broker.publish("a", Event("after"))
+    other = broker.publish("b", Event("other"))
+    with broker.subscribe(["a", "b"], "mine") as sub:
+        assert sub.gap == () and sub.replay == [after, other]
+        assert before not in sub.replay
+    with broker.subscribe(["b"], "mine") as sub:  # not on the stream's channels: unknown
+        assert sub.gap == ("b",)
+    with broker.subscribe(["a"], before.id) as sub:
+        assert sub.replay == [mine, after]  # delivered with the publisher's id
+    with pytest.raises(ValueError, match="gives ids of the form"):
+        broker.publish("a", Event("x", id="123-4"))
+
+
+# -- live fan-out -------------------------------------------------------------------------
+
+
+def test_live_events_reach_every_subscriber_of_the_channel(make: Callable[..., RedisBroker]) -> None:
+    broker, elsewhere = make(), make()
+    elsewhere.publish("a", Event("before"))  # published before the subscriptions: not theirs
+    with broker.subscribe(["a"]) as s1, broker.subscribe(["a", "b"]) as s2, broker.subscribe(["b"]) as s3:
+        e = elsewhere.publish("a", Event("x"))  # another connection, as another process would
+        assert s1.get(10) == e and s2.get(10) == e
+        assert s3.get(0.05) is None
+        assert s1.replay == [] and s1.gap == ()
+        assert broker.subscriber_count() == 3 and broker.subscriber_count("a") == 2
+
+
+def test_a_lagging_subscriber_is_cut_off_and_others_are_not(make: Callable[..., RedisBroker]) -> None:
+    broker = make(queue_size=3)
+    slow = broker.subscribe(["a"])
+    fast = broker.subscribe(["a"])
+    for i in range(3):
+        broker.publish("a", Event(str(i)))
+        assert fast.get(10) is not None
+    last = broker.publish("a", Event("3"))
+    assert fast.get(10) == last
+    assert broker.subscriber_count("a") == 1
+    with pytest.raises(SubscriptionEnded) as ended:
+        slow.get(5)
+    assert ended.value.reason == "overflow"
+    fast.close()
+    slow.close()
+    assert broker.subscriber_count() == 0
+
+
+def test_publish_never_waits_for_a_subscriber(make: Callable[..., RedisBroker]) -> None:
+    broker = make(queue_size=10)
+    with broker.subscribe(["a"]) as sub:
+        for i in range(300):  # nobody reads
+            broker.publish("a", Event(str(i)))
+        assert wait_until(lambda: broker.subscriber_count("a") == 0)
+        with pytest.raises(SubscriptionEnded):
+            sub.get(0)
+
+
+def test_close_wakes_a_waiting_get_and_disconnect_all_ends_all(make: Callable[..., RedisBroker]) -> None:
+    broker = make()
+    sub = broker.subscribe(["a"])
+    errors: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            sub.get(30)
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=wait)
+    t.start()
+    time.sleep(0.05)
+    sub.close()
+    t.join(10)
+    assert not t.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], SubscriptionEnded) and errors[0].reason == "closed"
+    sub.close()
+    subs = [broker.subscribe(["a", "b"]) for _ in range(3)]
+    assert broker.disconnect_all() == 3 and broker.subscriber_count() == 0
+    for s in subs:
+        with pytest.raises(SubscriptionEnded):
+            s.get(1)
+    broker.close()
+    with pytest.raises(RuntimeError):
+        broker.publish("a", Event("x"))
+    with pytest.raises(RuntimeError):
+        broker.subscribe(["a"])
+
+
+def test_bad_settings_are_refused(redis_url: str) -> None:
+    for options in ({"queue_size": 0}, {"replay_size": 0}, {"feed_size": 0}, {"pool_size": 0},
+                    {"replay_max_age": 0}, {"block": 0}):
+        with pytest.raises(ValueError):
+            RedisBroker(redis_url, **options)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        RedisBroker("http://127.0.0.1/")
+    broker = RedisBroker(redis_url)
+    with pytest.raises(ValueError):
+        broker.subscribe([])
+    with pytest.raises(ValueError):
+        broker.publish("", Event("x"))
+    broker.close()
+
+
+def test_subscribing_while_publishing_loses_and_repeats_nothing(make: Callable[..., RedisBroker]) -> None:
+    """Replay and live delivery meet exactly, however the listener and the publisher interleave."""
+    broker = make(queue_size=5000, replay_size=5000)
+    publisher = make()  # another connection, as another process
+    total = 600
+    start = publisher.publish("a", Event("start"))
+    published: list[Event] = []
+    done = threading.Event()
+
+    def publish() -> None:
+        for i in range(total):
+            published.append(publisher.publish("ab"[i % 2], Event(str(i))))
+            if i % 20 == 0:
+                time.sleep(0.001)  # let subscriptions interleave all along
+        done.set()
+
+    kept: list[tuple[RedisSubscription, list[Event]]] = []
+    t = threading.Thread(target=publish)
+    t.start()
+    checks = 0
+    while not done.is_set() and checks < 60:
+        checks += 1
+        sub = broker.subscribe(["a", "b"], start.id)
+        seen = list(sub.replay)
+        while (event := sub.get(0)) is not None:
+            seen.append(event)
+        assert [e.data for e in seen] == [str(i) for i in range(len(seen))]
+        if checks % 3 == 1:
+            kept.append((sub, seen))  # read on to the end below
+        else:
+            sub.close()
+    t.join(60)
+    assert len(published) == total and kept
+    for sub, seen in kept:
+        seen += drain(sub, total - len(seen))
+        assert seen == published
+        assert sub.get(0.05) is None
+        sub.close()
+    with broker.subscribe(["a", "b"], start.id) as sub:
+        assert sub.replay == published
+
+
+def test_200_subscribers_share_a_constant_number_of_connections(
+    make: Callable[..., RedisBroker], redis_url: str
+) -> None:
+    name = f"sseproto-{uuid.uuid4().hex[:8]}"
+    broker = make(client_name=name, pool_size=4)
+    first = broker.publish("a", Event("first"))
+    missed = broker.publish("b", Event("missed"))
+    barrier = threading.Barrier(200)
+    subs: list[RedisSubscription] = []
+    lock = threading.Lock()
+
+    def subscribe() -> None:
+        barrier.wait(30)
+        sub = broker.subscribe(["a", "b"], first.id)  # each one also runs a replay query
+        with lock:
+            subs.append(sub)
+
+    threads = [threading.Thread(target=subscribe) for _ in range(200)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(subs) == 200 and all(s.replay == [missed] for s in subs)
+    live = broker.publish("a", Event("live"))
+    assert all(s.get(10) == live for s in subs)
+    admin = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        ours = [c for c in admin.client_list() if c.get("name") == name]
+    finally:
+        admin.close()
+    assert 1 <= len(ours) <= 5, ours  # one listener + a pool of 4, for 200 streams
+    for s in subs:
+        s.close()
+
+
+# -- faults -------------------------------------------------------------------------------
+
+
+def test_redis_restart_keeps_streams_open_and_loses_nothing(own_redis: RedisServer, prefix: str) -> None:
+    options = {"key_prefix": prefix, "socket_timeout": 1.0, "block": 0.5, "reconnect_max": 0.3}
+    broker = RedisBroker(own_redis.url, **options)  # type: ignore[arg-type]
+    publisher = RedisBroker(own_redis.url, **options)  # type: ignore[arg-type]
+    try:
+        sub = broker.subscribe(["a"])
+        e0 = publisher.publish("a", Event("e0"))
+        assert sub.get(10) == e0
+        own_redis.stop()
+        with pytest.raises(BrokerUnavailable, match="unreachable") as raised:
+            publisher.publish("a", Event("lost"))
+        assert isinstance(raised.value, ConnectionError)
+        assert wait_until(lambda: not broker.connected)
+        assert sub.get(0.3) is None  # the stream waits (heartbeats go on), it does not end
+        with broker.subscribe(["a"], e0.id) as refused:
+            with pytest.raises(SubscriptionEnded) as ended:
+                refused.get(1)
+            assert ended.value.reason == "unavailable" and refused.replay == []
+        waiting = broker.subscribe(["a"])  # no replay needed: it waits for Redis
+        assert waiting.get(0.2) is None
+        own_redis.start()
+        # The same publisher, whose pooled connections died with the server: no error.
+        e1 = publisher.publish("a", Event("e1"))
+        e2 = publisher.publish("a", Event("e2"))
+        assert drain(sub, 2) == [e1, e2]
+        assert drain(waiting, 2) == [e1, e2]
+        assert sub.get(0.2) is None and waiting.get(0) is None
+        assert broker.connected
+        # Persisted: a client of before the restart resumes exactly.
+        with broker.subscribe(["a"], e0.id) as resumed:
+            assert resumed.replay == [e1, e2] and resumed.gap == ()
+        sub.close()
+    finally:
+        broker.close()
+        publisher.close()
+
+
+@pytest.mark.parametrize("own_redis", [False], indirect=True)
+def test_redis_restarted_empty_ends_streams_and_replay_reports_the_gap(
+    own_redis: RedisServer, prefix: str
+) -> None:
+    options = {"key_prefix": prefix, "socket_timeout": 1.0, "block": 0.5, "reconnect_max": 0.3}
+    broker = RedisBroker(own_redis.url, **options)  # type: ignore[arg-type]
+    try:
+        sub = broker.subscribe(["a", "b"])
+        e0 = broker.publish("a", Event("e0"))
+        assert sub.get(10) == e0
+        own_redis.stop()
+        own_redis.start()  # no persistence: every event is gone
+        e1 = broker.publish("b", Event("e1"))
+        ended = None
+        for _ in range(100):  # bounded: the listener reconnects within reconnect_max
+            try:
+                assert sub.get(0.2) is None
+            except SubscriptionEnded as exc:
+                ended = exc
+                break
+        assert ended is not None and ended.reason == "closed"
+        with broker.subscribe(["a", "b"], e0.id) as resumed:
+            assert resumed.gap == ("a", "b") and resumed.replay == [e1]
+            e2 = broker.publish("a", Event("e2"))
+            assert drain(resumed, 1) == [e2]
+    finally:
+        broker.close()
+
+
+def test_unresponsive_redis_times_out_then_recovers(own_redis: RedisServer, prefix: str) -> None:
+    options = {"key_prefix": prefix, "socket_timeout": 0.5, "block": 0.3, "reconnect_max": 0.3}
+    broker = RedisBroker(own_redis.url, **options)  # type: ignore[arg-type]
+    try:
+        sub = broker.subscribe(["a"])
+        e0 = broker.publish("a", Event("e0"))
+        assert sub.get(10) == e0
+        own_redis.pause()  # accepts connections, answers nothing
+        try:
+            with pytest.raises(BrokerUnavailable):
+                broker.publish("a", Event("maybe"))  # a timeout: it may still be stored
+            assert sub.get(0.5) is None
+        finally:
+            own_redis.resume()
+        e1 = broker.publish("a", Event("e1"))
+        got = []
+        for _ in range(3):
+            event = sub.get(10)
+            assert event is not None
+            got.append(event)
+            if event == e1:
+                break
+        assert got[-1] == e1 and [e.data for e in got[:-1]] in ([], ["maybe"])
+    finally:
+        broker.close()
+
+
+def test_unix_socket_url(own_redis: RedisServer, prefix: str) -> None:
+    broker = broker_from_url(f"unix://{own_redis.socket}?db=0")
+    assert isinstance(broker, RedisBroker)
+    try:
+        with broker.subscribe([prefix]) as sub:
+            e = broker.publish(prefix, Event("over a unix socket"))
+            assert sub.get(10) == e
+    finally:
+        broker.close()
+
+
+def test_listener_does_not_block_gevent(redis_url: str, prefix: str) -> None:
+    """Under gevent's monkey-patching the listener is a greenlet: waits yield, events arrive."""
+    pytest.importorskip("gevent")
+    script = textwrap.dedent(
+        """
+        import sys
+        from gevent import monkey; monkey.patch_all()
+        import gevent
+        from sseproto import Event
+        from sseproto.brokers import SubscriptionEnded
+        from sseproto.brokers.redis import RedisBroker
+        broker = RedisBroker(sys.argv[1], key_prefix=sys.argv[2], block=0.2)
+        sub = broker.subscribe(["a"])
+        other = broker.subscribe(["b"])
+        got = {"ticks": 0}
+        def reader():
+            got["events"] = [sub.get(10), sub.get(10)]
+            try:
+                sub.get(10)
+            except SubscriptionEnded as exc:
+                got["end"] = exc.reason
+        def idle():
+            got["idle"] = other.get(0.3)
+        def ticker():
+            for _ in range(20):
+                gevent.sleep(0.01)
+                got["ticks"] += 1
+        g = gevent.spawn(reader); h = gevent.spawn(idle); t = gevent.spawn(ticker)
+        gevent.sleep(0.05)
+        published = [broker.publish("a", Event("x")), broker.publish("a", Event("y"))]
+        gevent.joinall([h, t], timeout=10)
+        sub.close()
+        gevent.joinall([g], timeout=10)
+        assert got["idle"] is None and got["ticks"] == 20, got
+        assert got["events"] == published and got["end"] == "closed", got
+        broker.close()
+        print("ok")
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", script, redis_url, prefix], capture_output=True, text=True,
+                         timeout=60, env=env)
+    assert out.stdout.strip() == "ok", out.stderr
