@@ -4,7 +4,9 @@ Each server runs as a real process (gunicorn by default). The load generator ope
 HTTP/1.0 connections with asyncio (close-delimited bodies, so no chunked decoding), parses
 with sseproto's Decoder, and reports, per server, in one run:
 
-- connect time (all N streams open) and per-connection p50/p99,
+- connect time (all N streams open: response headers received) and per-connection p50/p99
+  (a server that sends no headers before its first event, as Flask-SSE, is given 5 s
+  and then published to; its connect times then include the wait for that event),
 - delivery latency p50/p99/max (publisher's timestamp in the data → receive time),
 - events lost and duplicated (every client must get every published event exactly once),
 - server RSS per connection ((RSS with N clients - RSS idle) / N, from /proc).
@@ -12,6 +14,7 @@ with sseproto's Decoder, and reports, per server, in one run:
     python bench/fanout.py                       # 5,000 clients, 20 events/s, 20 s
     python bench/fanout.py --clients 500 --duration 5 --quick
     python bench/fanout.py --servers sseproto-gevent,naive-gevent
+    python bench/fanout.py --clients 2000 --servers sseproto-redis-gevent,flasksse-gevent
 
 The load generator runs in ``--procs`` processes sharing the 2 cores with the server;
 its own delay is part of the measured latency, the same for every server.
@@ -38,30 +41,21 @@ from sseproto import Decoder
 ROOT = Path(__file__).resolve().parent
 PY = sys.executable
 
-# name -> (gunicorn worker args, app module:object, stream path, publish path, stats path)
-SERVERS: dict[str, tuple[list[str], str, str, str, str]] = {
-    "sseproto-gevent": (
-        ["-k", "gevent", "--worker-connections", "20000"],
-        "sseproto_app:app",
-        "/sse/stream?channel=bench",
-        "/publish",
-        "/stats",
-    ),
-    "naive-gevent": (
-        ["-k", "gevent", "--worker-connections", "20000"],
-        "naive:app",
-        "/stream",
-        "/publish",
-        "/stats",
-    ),
-    "sseproto-gthread": (
-        ["-k", "gthread", "--threads", "1100"],
-        "sseproto_app:app",
-        "/sse/stream?channel=bench",
-        "/publish",
-        "/stats",
-    ),
-    "naive-gthread": (["-k", "gthread", "--threads", "1100"], "naive:app", "/stream", "/publish", "/stats"),
+# name -> (gunicorn worker args, app module:object, stream path, publish path, needs Redis)
+SERVERS: dict[str, tuple[list[str], str, str, str, bool]] = {
+    "sseproto-gevent": (["-w", "1", "-k", "gevent", "--worker-connections", "20000"],
+                        "sseproto_app:app", "/sse/stream?channel=bench", "/publish", False),
+    "naive-gevent": (["-w", "1", "-k", "gevent", "--worker-connections", "20000"],
+                     "naive:app", "/stream", "/publish", False),
+    "sseproto-gthread": (["-w", "1", "-k", "gthread", "--threads", "1100"],
+                         "sseproto_app:app", "/sse/stream?channel=bench", "/publish", False),
+    "naive-gthread": (["-w", "1", "-k", "gthread", "--threads", "1100"], "naive:app", "/stream", "/publish",
+                      False),
+    # Redis: the sseproto Redis broker and Flask-SSE, two gevent workers each.
+    "sseproto-redis-gevent": (["-w", "2", "-k", "gevent", "--worker-connections", "20000"],
+                              "sseproto_app:app", "/sse/stream?channel=bench", "/publish", True),
+    "flasksse-gevent": (["-w", "2", "-k", "gevent", "--worker-connections", "20000"],
+                        "flasksse_app:app", "/stream?channel=bench", "/publish", True),
 }
 
 
@@ -89,11 +83,15 @@ def rss_kb(pid: int) -> int:
     return total
 
 
-def start_server(name: str, port: int) -> subprocess.Popen[bytes]:
-    worker, app, *_ = SERVERS[name]
-    cmd = [PY, "-m", "gunicorn", "-w", "1", *worker, "-b", f"127.0.0.1:{port}", "--timeout", "120",
+def start_server(name: str, port: int, redis_url: str) -> subprocess.Popen[bytes]:
+    worker, app, _, _, needs_redis = SERVERS[name]
+    env = dict(os.environ)
+    if needs_redis:
+        env.update(SSE_BROKER_URL=redis_url, REDIS_URL=redis_url)
+    cmd = [PY, "-m", "gunicorn", *worker, "-b", f"127.0.0.1:{port}", "--timeout", "120",
            "--backlog", "4096", "--chdir", str(ROOT / "apps"), "--log-level", "warning", app]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+                            env=env)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -117,6 +115,7 @@ async def client(port: int, path: str, state: dict[str, Any], stop: asyncio.Even
         state["failed"] += 1
         return
     writer.write(f"GET {path} HTTP/1.0\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode())
+    state["sent"] += 1
     head = b""
     decoder = Decoder()
     seen: dict[int, int] = {}
@@ -138,7 +137,8 @@ async def client(port: int, path: str, state: dict[str, Any], stop: asyncio.Even
             if chunk:
                 now = time.time()
                 for event in decoder.feed(chunk):
-                    seq, sent = event.data.split(" ", 1)
+                    text = json.loads(event.data) if event.data.startswith('"') else event.data  # Flask-SSE
+                    seq, sent = text.split(" ", 1)
                     n = int(seq)
                     seen[n] = seen.get(n, 0) + 1
                     state["latency"].append(now - float(sent))
@@ -164,7 +164,8 @@ async def client(port: int, path: str, state: dict[str, Any], stop: asyncio.Even
 
 async def load(port: int, path: str, n: int, conn: Any) -> None:
     state: dict[str, Any] = {
-        "connect": [], "latency": [], "open": 0, "failed": 0, "dropped": 0, "errors": [], "seen": []
+        "connect": [], "latency": [], "open": 0, "sent": 0, "failed": 0, "dropped": 0, "errors": [],
+        "seen": [],
     }
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -176,6 +177,10 @@ async def load(port: int, path: str, n: int, conn: Any) -> None:
     deadline = time.monotonic() + 120
     while state["open"] + state["failed"] < n and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
+        if state["sent"] + state["failed"] >= n:
+            # Every request is out. Some servers (Flask-SSE) send no headers before the
+            # first event: give headers a few seconds, then start publishing anyway.
+            deadline = min(deadline, time.monotonic() + 5)
     conn.send(("open", state["open"], state["failed"]))
     await loop.run_in_executor(None, conn.recv)  # the parent says when publishing is over
     stop.set()
@@ -185,7 +190,8 @@ async def load(port: int, path: str, n: int, conn: Any) -> None:
     for seen in state["seen"]:
         lost += sum(1 for s in expected if s not in seen)
         dup += sum(c - 1 for c in seen.values() if c > 1)
-    conn.send(("done", state["connect"], state["latency"], lost, dup, state["dropped"], state["errors"][:5]))
+    conn.send(("done", state["connect"], state["latency"], lost, dup, state["dropped"], state["errors"][:5],
+               state["open"]))
 
 
 def load_process(port: int, path: str, n: int, conn: Any) -> None:
@@ -200,9 +206,9 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(p / 100 * len(values)))]
 
 
-def run(name: str, clients: int, rate: float, duration: float, procs: int) -> dict[str, Any]:
+def run(name: str, clients: int, rate: float, duration: float, procs: int, redis_url: str) -> dict[str, Any]:
     port = free_port()
-    server = start_server(name, port)
+    server = start_server(name, port, redis_url)
     _, _, stream, publish, _ = SERVERS[name]
     try:
         time.sleep(0.5)
@@ -248,8 +254,10 @@ def run(name: str, clients: int, rate: float, duration: float, procs: int) -> di
         latency: list[float] = []
         lost = dup = dropped = 0
         errors: list[str] = []
+        opened_at_end = 0
         for p in pipes:
-            _, c, lat, lo, du, dr, er = p.recv()
+            _, c, lat, lo, du, dr, er, op = p.recv()
+            opened_at_end += op
             connect += c
             latency += lat
             lost += lo
@@ -259,12 +267,13 @@ def run(name: str, clients: int, rate: float, duration: float, procs: int) -> di
         for w in workers:
             w.join(10)
         return {
-            "server": name, "clients": opened, "failed": failed, "connect_all_s": connect_all,
+            "server": name, "clients": opened_at_end, "open_before_publishing": opened, "failed": failed,
+            "connect_all_s": connect_all,
             "connect_p50_ms": pct(connect, 50) * 1000, "connect_p99_ms": pct(connect, 99) * 1000,
             "published": len(sent), "delivered": len(latency), "lost": lost, "dup": dup, "dropped": dropped,
             "p50_ms": pct(latency, 50) * 1000, "p99_ms": pct(latency, 99) * 1000,
             "max_ms": max(latency, default=float("nan")) * 1000,
-            "rss_kb_per_conn": (busy - idle) / max(opened, 1), "errors": errors,
+            "rss_kb_per_conn": (busy - idle) / max(opened_at_end, 1), "errors": errors,
         }
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -283,13 +292,14 @@ def main() -> None:
     ap.add_argument("--servers", default="sseproto-gevent,naive-gevent")
     ap.add_argument("--quick", action="store_true", help="500 clients, 5 s")
     ap.add_argument("--json", action="store_true", help="print results as JSON lines")
+    ap.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis for the Redis servers")
     args = ap.parse_args()
     if args.quick:
         args.clients, args.duration = min(args.clients, 500), min(args.duration, 5.0)
     results = []
     for name in args.servers.split(","):
         print(f"-- {name}: {args.clients} clients, {args.rate:g} ev/s for {args.duration:g} s", flush=True)
-        res = run(name, args.clients, args.rate, args.duration, args.procs)
+        res = run(name, args.clients, args.rate, args.duration, args.procs, args.redis)
         results.append(res)
         print(json.dumps(res) if args.json else "   " + ", ".join(
             f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items() if k != "errors"
@@ -303,7 +313,7 @@ def main() -> None:
         print(f"{r['server']:18} {r['clients']:>7} {r['connect_all_s']:>9.2f} {r['p50_ms']:>8.1f} "
               f"{r['p99_ms']:>8.1f} {r['lost']:>6} {r['dup']:>5} {r['rss_kb_per_conn']:>8.1f}")
     if len(results) > 1:
-        base = next((r for r in results if r["server"].startswith("naive")), results[-1])
+        base = next((r for r in results if not r["server"].startswith("sseproto")), results[-1])
         for r in results:
             if r is base:
                 continue
