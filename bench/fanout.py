@@ -107,59 +107,65 @@ def start_server(name: str, port: int, redis_url: str) -> subprocess.Popen[bytes
 # -- load generator ---------------------------------------------------------------------
 
 
-async def client(port: int, path: str, state: dict[str, Any], stop: asyncio.Event) -> None:
-    t0 = time.monotonic()
-    try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
-    except OSError:
-        state["failed"] += 1
-        return
-    writer.write(f"GET {path} HTTP/1.0\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode())
-    state["sent"] += 1
-    head = b""
-    decoder = Decoder()
-    seen: dict[int, int] = {}
-    try:
-        while b"\r\n\r\n" not in head:
-            chunk = await reader.read(65536)
-            if not chunk:
-                state["failed"] += 1
+class StreamClient(asyncio.Protocol):
+    """One SSE client as a bare protocol: bytes go straight from the event loop to the decoder."""
+
+    def __init__(self, path: str, state: dict[str, Any]) -> None:
+        self.path = path
+        self.state = state
+        self.t0 = time.monotonic()
+        self.head = b""
+        self.in_body = False
+        self.decoder = Decoder()
+        self.seen: dict[int, int] = {}
+        self.transport: asyncio.Transport | None = None
+        self.stopping = False
+        state["seen"].append(self.seen)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(f"GET {self.path} HTTP/1.0\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode())
+        self.state["sent"] += 1
+
+    def data_received(self, data: bytes) -> None:
+        if not self.in_body:
+            self.head += data
+            if b"\r\n\r\n" not in self.head:
                 return
-            head += chunk
-        head, _, body = head.partition(b"\r\n\r\n")
-        if b" 200 " not in head.split(b"\r\n", 1)[0]:
-            state["failed"] += 1
+            head, _, data = self.head.partition(b"\r\n\r\n")
+            if b" 200 " not in head.split(b"\r\n", 1)[0]:
+                self.state["failed"] += 1
+                self.stopping = True
+                assert self.transport is not None
+                self.transport.close()
+                return
+            self.in_body = True
+            self.state["connect"].append(time.monotonic() - self.t0)
+            self.state["open"] += 1
+        if not data:
             return
-        state["connect"].append(time.monotonic() - t0)
-        state["open"] += 1
-        chunk = body
-        while True:
-            if chunk:
-                now = time.time()
-                for event in decoder.feed(chunk):
-                    text = json.loads(event.data) if event.data.startswith('"') else event.data  # Flask-SSE
-                    seq, sent = text.split(" ", 1)
-                    n = int(seq)
-                    seen[n] = seen.get(n, 0) + 1
-                    state["latency"].append(now - float(sent))
-            if stop.is_set():
-                break
-            read = asyncio.ensure_future(reader.read(65536))
-            halt = asyncio.ensure_future(stop.wait())
-            done, _ = await asyncio.wait({read, halt}, return_when=asyncio.FIRST_COMPLETED)
-            if read not in done:
-                read.cancel()
-                break
-            halt.cancel()
-            chunk = read.result()
-            if not chunk:
-                state["dropped"] += 1
-                break
-    except (OSError, ValueError) as exc:
-        state["errors"].append(repr(exc))
-    finally:
-        writer.close()
-        state["seen"].append(seen)
+        now = time.time()
+        latency = self.state["latency"]
+        seen = self.seen
+        try:
+            for event in self.decoder.feed(data):
+                text = json.loads(event.data) if event.data.startswith('"') else event.data  # Flask-SSE
+                seq, sent = text.split(" ", 1)
+                n = int(seq)
+                seen[n] = seen.get(n, 0) + 1
+                latency.append(now - float(sent))
+        except ValueError as exc:
+            self.state["errors"].append(repr(exc))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.stopping:
+            self.state["dropped" if self.in_body else "failed"] += 1
+
+    def stop(self) -> None:
+        self.stopping = True
+        if self.transport is not None:
+            self.transport.close()
 
 
 async def load(port: int, path: str, n: int, conn: Any) -> None:
@@ -167,11 +173,24 @@ async def load(port: int, path: str, n: int, conn: Any) -> None:
         "connect": [], "latency": [], "open": 0, "sent": 0, "failed": 0, "dropped": 0, "errors": [],
         "seen": [],
     }
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    clients: list[StreamClient] = []
+
+    def factory() -> StreamClient:
+        client = StreamClient(path, state)
+        clients.append(client)
+        return client
+
+    async def connect() -> None:
+        try:
+            await loop.create_connection(factory, "127.0.0.1", port)
+        except OSError as exc:
+            state["failed"] += 1
+            state["errors"].append(repr(exc))
+
     tasks = []
     for i in range(n):
-        tasks.append(asyncio.ensure_future(client(port, path, state, stop)))
+        tasks.append(asyncio.ensure_future(connect()))
         if i % 200 == 199:
             await asyncio.sleep(0.05)  # a connect ramp the server's backlog can take
     deadline = time.monotonic() + 120
@@ -183,8 +202,10 @@ async def load(port: int, path: str, n: int, conn: Any) -> None:
             deadline = min(deadline, time.monotonic() + 5)
     conn.send(("open", state["open"], state["failed"]))
     await loop.run_in_executor(None, conn.recv)  # the parent says when publishing is over
-    stop.set()
-    await asyncio.wait(tasks, timeout=30)
+    for task in tasks:
+        task.cancel()
+    for proto in clients:
+        proto.stop()
     expected = conn.recv()
     lost = dup = 0
     for seen in state["seen"]:

@@ -174,7 +174,9 @@ class MemorySubscription:
         self._channels = channels
         self._queue_size = queue_size
         self._queue: deque[Event] = deque()
-        self._cond = threading.Condition(threading.Lock())
+        # A flag, not a condition: set after each delivery, cleared by the reader before
+        # it looks at the queue. Under gevent an Event is far cheaper than a Condition.
+        self._ready = threading.Event()
         self._ended: str | None = None
         self.replay: list[Event] = []
         self.gap: tuple[str, ...] = ()
@@ -188,14 +190,20 @@ class MemorySubscription:
 
         Raises :class:`SubscriptionEnded` once closed or cut off for lagging.
         """
-        with self._cond:
-            # No wait at all for timeout 0: a zero wait still costs a lock and, under
-            # gevent, a trip through the hub, once per event sent.
-            if not self._queue and self._ended is None and (timeout is None or timeout > 0):
-                self._cond.wait(timeout)
-            if self._ended is not None and (self._ended == "overflow" or not self._queue):
-                raise SubscriptionEnded(self._ended)
-            return self._queue.popleft() if self._queue else None
+        queue = self._queue
+        # No wait at all for timeout 0: even a zero wait costs, once per event sent.
+        if not queue and self._ended is None and (timeout is None or timeout > 0):
+            self._ready.clear()
+            # Checked again after clearing: a delivery in between has set the flag.
+            if not queue and self._ended is None:
+                self._ready.wait(timeout)
+        ended = self._ended
+        if ended is not None and (ended == "overflow" or not queue):
+            raise SubscriptionEnded(ended)
+        try:
+            return queue.popleft()
+        except IndexError:
+            return None
 
     def close(self) -> None:
         """Unsubscribe; safe to call more than once and from any thread."""
@@ -203,24 +211,25 @@ class MemorySubscription:
         self._end("closed")
 
     def _deliver(self, event: Event) -> bool:
-        """Queue ``event``; False when the queue is full (the subscription then ends)."""
-        with self._cond:
-            if self._ended is not None:
-                return False
-            if len(self._queue) >= self._queue_size:
-                self._ended = "overflow"
-                self._queue.clear()
-                self._cond.notify_all()
-                return False
-            self._queue.append(event)
-            self._cond.notify()
-            return True
+        """Queue ``event``; False when the queue is full (the subscription then ends).
+
+        Called under the broker's lock, so deliveries never run concurrently.
+        """
+        if self._ended is not None:
+            return False
+        if len(self._queue) >= self._queue_size:
+            self._ended = "overflow"
+            self._queue.clear()
+            self._ready.set()
+            return False
+        self._queue.append(event)
+        self._ready.set()
+        return True
 
     def _end(self, reason: str) -> None:
-        with self._cond:
-            if self._ended is None:
-                self._ended = reason
-            self._cond.notify_all()
+        if self._ended is None:
+            self._ended = reason
+        self._ready.set()
 
     def __enter__(self) -> MemorySubscription:
         return self
