@@ -1,0 +1,93 @@
+"""A Flask app for fault and hostile-client tests: any broker, an authorizer, test endpoints.
+
+Environment: ``SSE_BROKER_URL`` (default: in memory), ``SSE_HEARTBEAT``,
+``SSE_QUEUE_SIZE``, ``SSE_MAX_CONNECTIONS``, ``SSE_WRITE_TIMEOUT``. Channels named
+``secret...`` need the header ``X-Token: letmein``. ``/publish`` answers 400 for what
+``sse.publish`` refuses.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from flask import Flask, jsonify, request
+from flask.typing import ResponseReturnValue
+
+from sseproto import ProtocolError
+from sseproto.brokers import BrokerUnavailable
+from sseproto.flask import SSE
+
+app = Flask(__name__)
+app.config.update(
+    SSE_BROKER_URL=os.environ.get("SSE_BROKER_URL") or None,
+    SSE_HEARTBEAT=float(os.environ.get("SSE_HEARTBEAT", "0.5")),
+    SSE_RETRY=200,
+    SSE_MAX_CONNECTIONS=int(os.environ.get("SSE_MAX_CONNECTIONS", "200")),
+    SSE_QUEUE_SIZE=int(os.environ.get("SSE_QUEUE_SIZE", "1000")),
+    SSE_REPLAY_SIZE=2000,
+    # Proposed: seconds a write to a client may block before the stream is cut (ignored
+    # by versions of sseproto without it; tests/test_hostile.py expects it to exist).
+    SSE_WRITE_TIMEOUT=float(os.environ.get("SSE_WRITE_TIMEOUT", "30")),
+)
+sse = SSE(app)
+TOKEN = "letmein"
+
+
+@sse.authorizer
+def may_read(channel: str) -> bool:
+    return not channel.startswith("secret") or request.headers.get("X-Token") == TOKEN
+
+
+@app.post("/publish")
+def publish() -> ResponseReturnValue:
+    body = request.get_json()
+    try:
+        ids = [sse.publish(body["data"], event=body.get("event"), id=body.get("id"),
+                           channel=body.get("channel")).id
+               for _ in range(body.get("repeat", 1))]
+    except (ProtocolError, ValueError) as exc:
+        return jsonify(error=str(exc)), 400
+    except BrokerUnavailable as exc:
+        return jsonify(error=str(exc)), 503
+    return jsonify(id=ids[-1], ids=ids)
+
+
+@app.get("/count")
+def count() -> ResponseReturnValue:
+    broker = sse.broker
+    return jsonify(subscribers=broker.subscriber_count(request.args.get("channel")),  # type: ignore[attr-defined]
+                   streams=sse.endpoint.active_streams, threads=threading.active_count(), pid=os.getpid())
+
+
+@app.post("/end")
+def end() -> ResponseReturnValue:
+    return jsonify(ended=sse.broker.disconnect_all())  # type: ignore[attr-defined]
+
+
+PAGE = """<!doctype html><meta charset="utf-8"><title>chaos</title>
+<script src="/sse/eventsource.js"></script>
+<script>
+// Two clients of one stream in one page: the polyfill (always) and the native EventSource.
+const q = new URLSearchParams(location.search);
+const url = "/sse/stream?channel=" + encodeURIComponent(q.get("channel")) +
+            "&lastEventId=" + encodeURIComponent(q.get("from"));
+window.got = {poly: [], native: []};
+window.opens = {poly: 0, native: 0};
+window.errors = {poly: 0, native: 0};
+window.gaps = [];
+function watch(name, es) {
+  es.onopen = () => { window.opens[name] += 1; };
+  es.onerror = () => { window.errors[name] += 1; };
+  es.onmessage = (e) => { window.got[name].push([e.lastEventId, e.data]); };
+  es.addEventListener("sseproto.gap", (e) => { window.gaps.push([name, e.data]); });
+  return es;
+}
+window.sources = [watch("poly", new EventSourcePolyfill(url)), watch("native", new EventSource(url))];
+window.stop = () => { window.sources.forEach((es) => es.close()); };
+</script>"""
+
+
+@app.get("/")
+def page() -> ResponseReturnValue:
+    return PAGE
