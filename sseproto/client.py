@@ -235,14 +235,22 @@ def iter_events(response: requests.Response, *, decoder: Decoder | None = None) 
 
 
 def _shutdown(response: requests.Response) -> None:
-    """Unblock a read in another thread: shut the response's socket down (the read then sees EOF)."""
+    """Shut the response's socket down both ways: a read blocked in another thread sees EOF,
+    and the server sees the connection end at once, even when no thread is reading.
+
+    (urllib3's ``HTTPResponse.shutdown()`` only shuts the reading side: the server would
+    keep the stream until the socket is garbage-collected.)
+    """
     raw = response.raw
-    try:
-        raw.shutdown()
-        return
-    except (AttributeError, ValueError, RuntimeError, OSError):
-        pass
-    sock = getattr(getattr(raw, "_connection", None), "sock", None)
+    connection = getattr(raw, "_connection", None)
+    shut = getattr(raw, "_sock_shutdown", None)  # urllib3 >= 2.3: the socket's shutdown method
+    if connection is not None and callable(shut):
+        try:
+            shut(socket.SHUT_RDWR)
+            return
+        except OSError:
+            pass
+    sock = getattr(connection, "sock", None)
     if isinstance(sock, socket.socket):
         try:
             sock.shutdown(socket.SHUT_RDWR)

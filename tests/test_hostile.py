@@ -135,16 +135,9 @@ def test_stalled_clients_give_back_their_stream_slots(server: Server) -> None:
         server.wait_for("streams", 0)
 
 
-CLOSE_SHUTS_READ_ONLY = (
-    "EventSource.close() shuts the socket down with urllib3's HTTPResponse.shutdown(), which is "
-    "SHUT_RD: it wakes a blocked read but sends nothing. When no thread is reading (iteration stopped "
-    "after a break), the connection stays open until the EventSource is garbage-collected, and the "
-    "server keeps the stream, its slot and its thread. Fix: shut the socket down with SHUT_RDWR"
-)
 
 
 @pytest.mark.parametrize("server", ["gunicorn-gthread"], indirect=True)
-@pytest.mark.xfail(strict=True, reason=CLOSE_SHUTS_READ_ONLY)
 def test_client_close_ends_its_server_stream(server: Server) -> None:
     """``with EventSource(url) as source: for event in source: break`` must not leave a stream behind."""
     channel = "close-" + uid()
