@@ -29,6 +29,9 @@ Wire conventions:
   stream at the first event boundary past that many bytes (not counting the opening
   padding and ``retry:``), so XHR-based polyfills, whose response text grows without
   end, reconnect and resume with nothing lost.
+- A write that makes no progress for ``write_timeout`` seconds (a client that stopped
+  reading, its buffers full) fails, and the server drops that connection (gunicorn and
+  Werkzeug; waitress buffers such output itself).
 - Errors: 400 for a bad channel list or an oversized ``Last-Event-ID``, 403 when the
   authorization callback refuses a channel, 503 with ``Retry-After`` past the connection
   limit, 405 for methods other than GET and OPTIONS (the CORS preflight).
@@ -114,7 +117,7 @@ class StartResponse(Protocol):
 class Options:
     """Settings of stream endpoints; every limit has a name and a default.
 
-    Times: ``heartbeat`` and ``retry_after`` in seconds, ``retry`` and ``retry_jitter``
+    Times: ``heartbeat``, ``retry_after`` and ``write_timeout`` in seconds, ``retry`` and ``retry_jitter``
     in milliseconds. ``cors_origins`` is None (no CORS headers), ``"*"`` or a list of
     origins; ``cors_credentials`` allows cookies, and needs a list.
     """
@@ -131,6 +134,7 @@ class Options:
     max_last_event_id_length: int = 256
     max_connections: int | None = 1000
     retry_after: int = 5
+    write_timeout: float | None = 30.0
     cors_origins: str | tuple[str, ...] | None = None
     cors_credentials: bool = False
     _channel_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
@@ -138,6 +142,9 @@ class Options:
     def __post_init__(self) -> None:
         if not self.heartbeat > 0:
             raise ValueError(f"heartbeat must be a positive number of seconds, got {self.heartbeat!r}")
+        if self.write_timeout is not None and not self.write_timeout > 0:
+            raise ValueError(f"write_timeout must be a positive number of seconds or None, "
+                             f"got {self.write_timeout!r}")
         Event(retry=self.retry)  # validates
         for name in ("retry_jitter", "max_channels", "max_channel_length", "max_last_event_id_length",
                      "retry_after", "max_bytes", "max_connections"):
@@ -540,6 +547,8 @@ class EventStreamApp:
         }
 
     def _reply(self, stream: EventStream, environ: WSGIEnvironment | None) -> Reply:
+        if environ is not None and self.options.write_timeout is not None:
+            _limit_writes(environ, self.options.write_timeout)
         return Reply(stream.status, stream.headers + self._cors(environ or {}), stream)
 
     def _admit(self) -> bool:
@@ -611,6 +620,18 @@ def _flag(environ: WSGIEnvironment, name: str) -> bool:
     except ValueError:
         return False
     return any(key == name and value.lower() in ("", "1", "true", "yes", "on") for key, value in query)
+
+
+def _limit_writes(environ: WSGIEnvironment, seconds: float) -> None:
+    """Let a write to a client that stopped reading fail after ``seconds``, where the server
+    exposes its socket (gunicorn, Werkzeug): the server then drops the connection and the
+    stream gives back its slot and thread, instead of waiting on that client forever."""
+    sock: Any = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+    if hasattr(sock, "settimeout"):
+        try:
+            sock.settimeout(seconds)
+        except OSError:
+            pass
 
 
 def _disconnect_probe(environ: WSGIEnvironment) -> Callable[[], bool] | None:

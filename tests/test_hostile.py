@@ -103,15 +103,9 @@ def test_many_stalled_clients_never_hold_back_a_healthy_one(server: Server) -> N
     assert server.wait_for("streams", 0) == 0
 
 
-WRITE_TIMEOUT_MISSING = (
-    "a stalled client keeps its stream slot (and, except under gevent, a thread) for as long as its "
-    "TCP connection lives: the server is blocked writing to it and sseproto never cuts it. Fix: a write "
-    "timeout on the socket (SSE_WRITE_TIMEOUT, see docs/RELIABILITY.md)"
-)
 
 
 @pytest.mark.parametrize("server", ["gunicorn-gthread", "gunicorn-gevent"], indirect=True)
-@pytest.mark.xfail(strict=True, reason=WRITE_TIMEOUT_MISSING)
 def test_stalled_clients_give_back_their_stream_slots(server: Server) -> None:
     """A client that stops reading must lose its stream slot, or enough of them lock everyone out (503).
 

@@ -298,7 +298,7 @@ def test_other_methods_get_405(broker: MemoryBroker) -> None:
 
 def test_bad_options_are_refused() -> None:
     for bad in [{"heartbeat": 0}, {"retry": -1}, {"max_channels": 0}, {"max_bytes": 0},
-                {"default_channels": ("a b",)}, {"retry_jitter": -1}]:
+                {"default_channels": ("a b",)}, {"retry_jitter": -1}, {"write_timeout": 0}]:
         with pytest.raises(ValueError):
             Options(**bad)
 
