@@ -152,11 +152,7 @@ def test_hostile_publishes_arrive_as_one_event_each(hostile_server: tuple[Server
         response.close()
 
 
-@pytest.mark.parametrize("broker", ["memory", pytest.param("redis", marks=[
-    pytest.mark.redis,
-    pytest.mark.xfail(strict=True, reason="RedisBroker.publish lets redis-py's UnicodeEncodeError through "
-                                          "(a ValueError, but not the LocalProtocolError of the README)"),
-])])
+@pytest.mark.parametrize("broker", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
 @pytest.mark.parametrize("event", [Event("\ud800"), Event("x", "\udc00"), Event("x", id="a\udfff")])
 def test_unencodable_text_is_refused_at_publish_with_a_local_error(
     request: pytest.FixtureRequest, broker: str, event: Event

@@ -287,6 +287,7 @@ class RedisBroker:
                              "choose an id of another form, or none")
         if self._closed:
             raise RuntimeError("the broker is closed")
+        event.encode()  # LocalProtocolError for text UTF-8 cannot carry (a lone surrogate)
         fields = ["d", event.data]
         if event.event != "message":
             fields += ["e", event.event]
