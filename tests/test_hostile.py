@@ -350,34 +350,9 @@ def test_slowloris_leaves_room_for_healthy_clients(server: Server, request: pyte
 
 # -- shutdown -------------------------------------------------------------------------------
 
-# The fix, as a gunicorn config: on SIGTERM, end every stream at once (clients reconnect
-# elsewhere) instead of holding them until --graceful-timeout.
-DRAIN_CONFIG = '''
-import signal
-import threading
-
-
-def post_worker_init(worker):
-    broker = worker.wsgi.extensions["sse"].broker
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        from gevent import monkey, spawn
-        green = monkey.is_module_patched("threading")
-    except ImportError:
-        green = False
-
-    def drain(signum, frame):
-        # Never block in a signal handler (under gevent it runs in the event loop, where
-        # even starting a thread raises BlockingSwitchOutError and kills the worker).
-        if green:
-            spawn(broker.disconnect_all)
-        else:
-            threading.Thread(target=broker.disconnect_all, daemon=True).start()
-        previous(signum, frame)
-
-    signal.signal(signal.SIGTERM, drain)
-    signal.siginterrupt(signal.SIGTERM, False)
-'''
+# sseproto's gunicorn hook, loaded the way the README shows: on SIGTERM, end every stream
+# at once (clients reconnect elsewhere) instead of holding them until --graceful-timeout.
+DRAIN_CONFIG = "from sseproto.gunicorn import post_worker_init  # noqa: F401\n"
 
 SHUTDOWNS = [("flask-dev", False), ("waitress", False), ("gunicorn-gthread", False),
              ("gunicorn-gevent", False), ("gunicorn-gthread", True), ("gunicorn-gevent", True)]

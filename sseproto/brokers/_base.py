@@ -1,6 +1,13 @@
-"""What every broker shares: the end-of-subscription signal."""
+"""What every broker shares: the end-of-subscription signal, and the brokers of this process."""
 
 from __future__ import annotations
+
+import weakref
+from typing import Any
+
+#: Every broker alive in this process, so a server's shutdown hook can end all streams
+#: at once (see :mod:`sseproto.gunicorn`).
+LIVE: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 class SubscriptionEnded(Exception):

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 
 from .._event import Event
 from .._replay import ReplayBuffer
-from ._base import SubscriptionEnded
+from ._base import LIVE, SubscriptionEnded
 
 
 class MemoryBroker:
@@ -59,6 +59,7 @@ class MemoryBroker:
         # One lock orders publishing, so live delivery follows id order on every channel.
         self._lock = threading.Lock()
         self._closed = False
+        LIVE.add(self)
 
     def publish(self, channel: str, event: Event) -> Event:
         """Store ``event`` on ``channel`` (giving it the next id if it has none) and deliver it."""

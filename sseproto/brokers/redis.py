@@ -38,7 +38,7 @@ from redis.retry import Retry
 
 from .._event import Event
 from . import BrokerUnavailable
-from ._base import SubscriptionEnded
+from ._base import LIVE, SubscriptionEnded
 
 __all__ = ["RedisBroker", "RedisSubscription"]
 
@@ -261,6 +261,7 @@ class RedisBroker:
         self._listener: threading.Thread | None = None
         self._connected = False
         self._closed = False
+        LIVE.add(self)
         # What the listener has read of the feed: everything up to ``_position`` has been
         # handed to the subscribers registered at the time, later events will be.
         self._position: tuple[int, int] | None = None
