@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import threading
 import time
-from collections import deque
 from collections.abc import Iterator, Sequence
 
 from .._event import Event
 from .._replay import ReplayBuffer
-from ._base import LIVE, SubscriptionEnded
+from ._base import Fanout, LocalSubscription
 
 
-class MemoryBroker:
+class MemoryBroker(Fanout):
     """Channels of events in this process's memory, for any number of threads or greenlets.
 
     ``queue_size`` bounds each subscriber's backlog of live events; keep it no larger
@@ -45,6 +43,7 @@ class MemoryBroker:
         if type(queue_size) is not int or queue_size < 1:
             raise ValueError(f"queue_size must be a positive int, got {queue_size!r}")
         ReplayBuffer(replay_size, max_bytes=replay_max_bytes, max_age=replay_max_age)  # validates
+        super().__init__()  # its lock orders publishing: live delivery follows id order on every channel
         self.queue_size = queue_size
         self.replay_size = replay_size
         self.replay_max_bytes = replay_max_bytes
@@ -55,11 +54,7 @@ class MemoryBroker:
         self._floor = next(self._counter)
         self._high = self._floor  # the largest numeric id handed out
         self._buffers: dict[str, ReplayBuffer] = {}
-        self._subscribers: dict[str, set[MemorySubscription]] = {}
-        # One lock orders publishing, so live delivery follows id order on every channel.
-        self._lock = threading.Lock()
         self._closed = False
-        LIVE.add(self)
 
     def publish(self, channel: str, event: Event) -> Event:
         """Store ``event`` on ``channel`` (giving it the next id if it has none) and deliver it."""
@@ -91,25 +86,8 @@ class MemoryBroker:
                 sub.replay, sub.gap = self._missed(channels, last_event_id)
             # Registered under the same lock as the replay snapshot: no event falls
             # between the two or shows up in both.
-            for channel in channels:
-                self._subscribers.setdefault(channel, set()).add(sub)
+            self._register(sub)
         return sub
-
-    def subscriber_count(self, channel: str | None = None) -> int:
-        """How many subscriptions are live (on ``channel``, or on any channel)."""
-        with self._lock:
-            if channel is not None:
-                return len(self._subscribers.get(channel, ()))
-            return len({sub for subs in self._subscribers.values() for sub in subs})
-
-    def disconnect_all(self) -> int:
-        """End every live subscription (their clients reconnect and resume); return how many."""
-        with self._lock:
-            subs = {sub for subs in self._subscribers.values() for sub in subs}
-            self._subscribers.clear()
-        for sub in subs:
-            sub._end("closed")
-        return len(subs)
 
     def close(self) -> None:
         """End every subscription and refuse further use."""
@@ -154,89 +132,9 @@ class MemoryBroker:
         merged = heapq.merge(*(_keyed(i, events) for i, events in enumerate(found)), key=lambda k: k[0])
         return [event for _, event in merged], tuple(gap)
 
-    def _remove(self, sub: MemorySubscription) -> None:
-        for channel in sub.channels:
-            subs = self._subscribers.get(channel)
-            if subs is not None:
-                subs.discard(sub)
-                if not subs:
-                    del self._subscribers[channel]
 
-    def _unsubscribe(self, sub: MemorySubscription) -> None:
-        with self._lock:
-            self._remove(sub)
-
-
-class MemorySubscription:
+class MemorySubscription(LocalSubscription):
     """One stream's subscription to a :class:`MemoryBroker`: replay, then live events."""
-
-    def __init__(self, broker: MemoryBroker, channels: tuple[str, ...], queue_size: int) -> None:
-        self._broker = broker
-        self._channels = channels
-        self._queue_size = queue_size
-        self._queue: deque[Event] = deque()
-        # A flag, not a condition: set after each delivery, cleared by the reader before
-        # it looks at the queue. Under gevent an Event is far cheaper than a Condition.
-        self._ready = threading.Event()
-        self._ended: str | None = None
-        self.replay: list[Event] = []
-        self.gap: tuple[str, ...] = ()
-
-    @property
-    def channels(self) -> tuple[str, ...]:
-        return self._channels
-
-    def get(self, timeout: float | None = None) -> Event | None:
-        """The next live event; None if ``timeout`` seconds pass first.
-
-        Raises :class:`SubscriptionEnded` once closed or cut off for lagging.
-        """
-        queue = self._queue
-        # No wait at all for timeout 0: even a zero wait costs, once per event sent.
-        if not queue and self._ended is None and (timeout is None or timeout > 0):
-            self._ready.clear()
-            # Checked again after clearing: a delivery in between has set the flag.
-            if not queue and self._ended is None:
-                self._ready.wait(timeout)
-        ended = self._ended
-        if ended is not None and (ended == "overflow" or not queue):
-            raise SubscriptionEnded(ended)
-        try:
-            return queue.popleft()
-        except IndexError:
-            return None
-
-    def close(self) -> None:
-        """Unsubscribe; safe to call more than once and from any thread."""
-        self._broker._unsubscribe(self)
-        self._end("closed")
-
-    def _deliver(self, event: Event) -> bool:
-        """Queue ``event``; False when the queue is full (the subscription then ends).
-
-        Called under the broker's lock, so deliveries never run concurrently.
-        """
-        if self._ended is not None:
-            return False
-        if len(self._queue) >= self._queue_size:
-            self._ended = "overflow"
-            self._queue.clear()
-            self._ready.set()
-            return False
-        self._queue.append(event)
-        self._ready.set()
-        return True
-
-    def _end(self, reason: str) -> None:
-        if self._ended is None:
-            self._ended = reason
-        self._ready.set()
-
-    def __enter__(self) -> MemorySubscription:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 def _starting_at(first: int, rest: Iterator[int]) -> Iterator[int]:

@@ -26,7 +26,6 @@ import random
 import re
 import threading
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, cast
@@ -38,7 +37,7 @@ from redis.retry import Retry
 
 from .._event import Event
 from . import BrokerUnavailable
-from ._base import LIVE, SubscriptionEnded
+from ._base import Fanout, LocalSubscription
 
 __all__ = ["RedisBroker", "RedisSubscription"]
 
@@ -156,7 +155,7 @@ def _redacted(url: str) -> str:
     return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
 
 
-class RedisBroker:
+class RedisBroker(Fanout):
     """Channels of events in Redis, shared by every process and server that uses the same Redis.
 
     ``url`` is a redis-py URL: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://``
@@ -255,19 +254,17 @@ class RedisBroker:
         self._publish_script = self._client.register_script(_PUBLISH)
         self._find_script = self._client.register_script(_FIND)
         self._pid = os.getpid()
-        self._lock = threading.Lock()
+        super().__init__()
         self._start_lock = threading.Lock()
         self._stopping = threading.Event()
         self._listener: threading.Thread | None = None
         self._connected = False
         self._closed = False
-        LIVE.add(self)
         # What the listener has read of the feed: everything up to ``_position`` has been
         # handed to the subscribers registered at the time, later events will be.
         self._position: tuple[int, int] | None = None
         self._n = 0  # the feed counter of the event at _position
         self._epoch: str | None = None  # the clock's floor: changes when Redis lost its data
-        self._subscribers: dict[str, set[RedisSubscription]] = {}
 
     @property
     def connected(self) -> bool:
@@ -341,8 +338,7 @@ class RedisBroker:
             # newest id read below then moves the start up: nothing falls between the
             # replay and live delivery, nothing is in both.
             sub._floor = position
-            for channel in channels:
-                self._subscribers.setdefault(channel, set()).add(sub)
+            self._register(sub)
         try:
             if last_event_id:
                 sub.replay, sub.gap, head = self._missed(channels, placed)
@@ -358,22 +354,6 @@ class RedisBroker:
         with self._lock:
             sub._skip_to(head)  # drops what the listener queued that the replay holds
         return sub
-
-    def subscriber_count(self, channel: str | None = None) -> int:
-        """How many subscriptions of this process are live (on ``channel``, or on any channel)."""
-        with self._lock:
-            if channel is not None:
-                return len(self._subscribers.get(channel, ()))
-            return len({sub for subs in self._subscribers.values() for sub in subs})
-
-    def disconnect_all(self) -> int:
-        """End every live subscription of this process (their clients reconnect and resume)."""
-        with self._lock:
-            subs = {sub for subs in self._subscribers.values() for sub in subs}
-            self._subscribers.clear()
-        for sub in subs:
-            sub._end("closed")
-        return len(subs)
 
     def close(self) -> None:
         """End every subscription, stop the listener, close the connections; refuse further use."""
@@ -419,7 +399,7 @@ class RedisBroker:
     def _forked(self) -> None:
         """In a child process: the parent's listener thread, subscribers and connections are not ours."""
         self._pid = os.getpid()
-        self._lock = threading.Lock()
+        super().__init__()  # a fresh lock, and no subscribers
         self._start_lock = threading.Lock()
         self._stopping = threading.Event()
         self._listener = None
@@ -427,7 +407,6 @@ class RedisBroker:
         self._position = None
         self._n = 0
         self._epoch = None
-        self._subscribers = {}
         # redis-py's pools drop the parent's connections themselves on first use here.
 
     def _place(self, channels: tuple[str, ...], last_id: str) -> tuple[int, int] | None:
@@ -580,22 +559,10 @@ class RedisBroker:
                 except ValueError:  # not written by this broker: skip it, never stop on it
                     log.warning("skipping malformed feed entry %s", entry_id)
                     continue
-                lagging = [sub for sub in subs if key > sub._floor and not sub._deliver(key, event)]
+                lagging = [sub for sub in subs if key > sub._floor and not sub._deliver(event, key)]
                 for sub in lagging:
                     self._remove(sub)
         return True
-
-    def _remove(self, sub: RedisSubscription) -> None:
-        for channel in sub.channels:
-            subs = self._subscribers.get(channel)
-            if subs is not None:
-                subs.discard(sub)
-                if not subs:
-                    del self._subscribers[channel]
-
-    def _unsubscribe(self, sub: RedisSubscription) -> None:
-        with self._lock:
-            self._remove(sub)
 
 
 def _newest_trimmed(info: Mapping[str, Any]) -> tuple[int, int] | None:
@@ -608,74 +575,22 @@ def _newest_trimmed(info: Mapping[str, Any]) -> tuple[int, int] | None:
     return None
 
 
-class RedisSubscription:
-    """One stream's subscription to a :class:`RedisBroker`: replay, then live events."""
+class RedisSubscription(LocalSubscription):
+    """One stream's subscription to a :class:`RedisBroker`: replay, then live events.
+
+    ``get`` returns None when its timeout passes, also while Redis is away; the reason
+    ``"unavailable"`` ends a subscription that could not replay for want of Redis.
+    """
 
     def __init__(self, broker: RedisBroker, channels: tuple[str, ...], queue_size: int) -> None:
-        self._broker = broker
-        self._channels = channels
-        self._queue_size = queue_size
-        self._queue: deque[tuple[tuple[int, int], Event]] = deque()  # (stream id, event)
-        self._cond = threading.Condition(threading.Lock())
-        self._ended: str | None = None
+        super().__init__(broker, channels, queue_size)
         # Live events with stream ids up to this one are not delivered (the replay holds them).
         self._floor: tuple[int, int] = (0, 0)
-        self.replay: list[Event] = []
-        self.gap: tuple[str, ...] = ()
-
-    @property
-    def channels(self) -> tuple[str, ...]:
-        return self._channels
-
-    def get(self, timeout: float | None = None) -> Event | None:
-        """The next live event; None if ``timeout`` seconds pass first (also while Redis is away).
-
-        Raises :class:`SubscriptionEnded` once closed, cut off for lagging, or refused for
-        want of Redis (reason ``"unavailable"``).
-        """
-        with self._cond:
-            # No wait at all for timeout 0 (under gevent a zero wait is a trip through the hub).
-            if not self._queue and self._ended is None and (timeout is None or timeout > 0):
-                self._cond.wait(timeout)
-            if self._ended is not None and (self._ended == "overflow" or not self._queue):
-                raise SubscriptionEnded(self._ended)
-            return self._queue.popleft()[1] if self._queue else None
-
-    def close(self) -> None:
-        """Unsubscribe; safe to call more than once and from any thread."""
-        self._broker._unsubscribe(self)
-        self._end("closed")
 
     def _skip_to(self, key: tuple[int, int]) -> None:
-        """Deliver nothing up to stream id ``key`` (under the broker's lock)."""
-        with self._cond:
-            if key > self._floor:
-                self._floor = key
-            while self._queue and self._queue[0][0] <= key:
-                self._queue.popleft()
-
-    def _deliver(self, key: tuple[int, int], event: Event) -> bool:
-        """Queue ``event``; False when the queue is full (the subscription then ends)."""
-        with self._cond:
-            if self._ended is not None:
-                return False
-            if len(self._queue) >= self._queue_size:
-                self._ended = "overflow"
-                self._queue.clear()
-                self._cond.notify_all()
-                return False
-            self._queue.append((key, event))
-            self._cond.notify()
-            return True
-
-    def _end(self, reason: str) -> None:
-        with self._cond:
-            if self._ended is None:
-                self._ended = reason
-            self._cond.notify_all()
-
-    def __enter__(self) -> RedisSubscription:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        """Deliver nothing up to stream id ``key``: under the broker's lock, before the
+        subscription reaches its reader (so nothing else takes from the queue meanwhile)."""
+        if key > self._floor:
+            self._floor = key
+        while self._queue and self._queue[0][0] <= key:
+            self._queue.popleft()
