@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import requests
 from chaos_proxy import ChaosProxy
+from conftest import wait_until
 from test_faults import SERVERS, Server, running, spawn, stop
 
 from sseproto import Decoder, Event
@@ -55,13 +56,6 @@ def stalled_stream(port: int, channel: str) -> socket.socket:
     sock.sendall(f"GET /sse/stream?channel={channel} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     assert sock.recv(4096).startswith(b"HTTP/1.1 200")
     return sock
-
-
-def wait_until(predicate: Any, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while not (ok := predicate()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return bool(ok)
 
 
 # -- slow readers ---------------------------------------------------------------------------

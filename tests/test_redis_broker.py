@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import ROOT, free_port, missing, wait_for_port
+from conftest import ROOT, free_port, missing, wait_for_port, wait_until
 
 from sseproto import Event
 from sseproto.brokers import Broker, BrokerUnavailable, SubscriptionEnded, broker_from_url
@@ -126,15 +126,6 @@ def drain(sub: RedisSubscription, n: int, timeout: float = 10.0) -> list[Event]:
         assert event is not None, f"only {len(got)} of {n} events arrived"
         got.append(event)
     return got
-
-
-def wait_until(check: Callable[[], bool], seconds: float = 15.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def stream_key(id: str | None) -> tuple[int, int]:

@@ -15,13 +15,13 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import requests
-from conftest import PYTHON, free_port, wait_for_port
+from conftest import PYTHON, free_port, wait_for_port, wait_until
 from test_redis_broker import RedisServer
 
 from sseproto import Decoder, Event
@@ -95,15 +95,6 @@ def servers(redis_url: str) -> Iterator[list[Server]]:
         yield both
 
 
-def wait_until(check: Callable[[], bool], seconds: float = 20.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 class Client:
     """An EventSource read by a thread; it can drop and resume on another server with Last-Event-ID."""
 
@@ -156,11 +147,11 @@ def test_every_client_of_every_process_gets_every_event_exactly_once(servers: li
         return [(e.id or "", e.data) for e in c.events]
 
     try:
-        assert wait_until(lambda: all(c.is_open() for c in clients))
+        assert wait_until(lambda: all(c.is_open() for c in clients), 20)
         publish(9)
         # Half the clients drop; events go on; they come back on the other server type.
         moving = clients[::2]
-        assert wait_until(lambda: all(len(c.events) >= 2 for c in moving))
+        assert wait_until(lambda: all(len(c.events) >= 2 for c in moving), 20)
         for c in moving:
             c.drop()
         publish(9)
@@ -278,13 +269,15 @@ def test_redis_restart_under_running_servers_loses_nothing() -> None:
             path = "/sse/stream?channel=restart"
             streams = [RawStream(servers[i % 2], path) for i in range(6)]
             first = servers[0].publish("e0", "restart").json()["id"]
-            assert wait_until(lambda: all(len(s.events) == 1 for s in streams))
+            assert wait_until(lambda: all(len(s.events) == 1 for s in streams), 20)
             redis_server.stop()
             refused = servers[1].publish("lost", "restart")
             assert refused.status_code == 503 and "unreachable" in refused.json()["error"]
             beats = [s.heartbeats for s in streams]
             # The streams stay open through the outage: heartbeats go on.
-            assert wait_until(lambda: all(s.heartbeats >= n + 2 for s, n in zip(streams, beats, strict=True)))
+            assert wait_until(
+                lambda: all(s.heartbeats >= n + 2 for s, n in zip(streams, beats, strict=True)), 20
+            )
             # A stream that needs a replay now is answered, then ended at once: its client
             # comes back after ``retry`` with the same Last-Event-ID.
             for server in servers:
@@ -306,7 +299,7 @@ def test_redis_restart_under_running_servers_loses_nothing() -> None:
             # Persisted through the restart: a client of before it resumes exactly.
             late = RawStream(servers[1], path, last_event_id=first)
             streams.append(late)
-            assert wait_until(lambda: len(late.events) >= 4)
+            assert wait_until(lambda: len(late.events) >= 4, 20)
             assert [e.data for e in late.events] == ["e1", "e2", "e3", "e4"]
             for s in streams:
                 s.close()
