@@ -622,11 +622,16 @@ def _flag(environ: WSGIEnvironment, name: str) -> bool:
     return any(key == name and value.lower() in ("", "1", "true", "yes", "on") for key, value in query)
 
 
+def _client_socket(environ: WSGIEnvironment) -> Any:
+    """The client's socket, where the server exposes it (gunicorn, Werkzeug), else None."""
+    return environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+
+
 def _limit_writes(environ: WSGIEnvironment, seconds: float) -> None:
     """Let a write to a client that stopped reading fail after ``seconds``, where the server
     exposes its socket (gunicorn, Werkzeug): the server then drops the connection and the
     stream gives back its slot and thread, instead of waiting on that client forever."""
-    sock: Any = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+    sock = _client_socket(environ)
     if hasattr(sock, "settimeout"):
         try:
             sock.settimeout(seconds)
@@ -639,7 +644,7 @@ def _disconnect_probe(environ: WSGIEnvironment) -> Callable[[], bool] | None:
     waitress_check = environ.get("waitress.client_disconnected")
     if callable(waitress_check):
         return waitress_check  # type: ignore[no-any-return]
-    sock: Any = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+    sock = _client_socket(environ)
     if not (hasattr(sock, "recv") and hasattr(sock, "fileno")):
         return None
 
