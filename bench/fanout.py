@@ -9,7 +9,9 @@ with sseproto's Decoder, and reports, per server, in one run:
   and then published to; its connect times then include the wait for that event),
 - delivery latency p50/p99/max (publisher's timestamp in the data → receive time),
 - events lost and duplicated (every client must get every published event exactly once),
-- server RSS per connection ((RSS with N clients - RSS idle) / N, from /proc).
+- server RSS per connection ((RSS with N clients - RSS idle) / N, from /proc),
+- server CPU per delivered event (user + system time of the server processes from the first
+  publish until every client caught up, divided by the events delivered: lower is better).
 
     python bench/fanout.py                       # 5,000 clients, 20 events/s, 20 s
     python bench/fanout.py --clients 500 --duration 5 --quick
@@ -65,15 +67,32 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def rss_kb(pid: int) -> int:
-    """Resident memory of a process and its children (gunicorn master + worker), in KB."""
-    total = 0
+def family(pid: int) -> list[int]:
+    """A process and its children (gunicorn master + workers)."""
     pids = [pid]
     try:
         pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
         pass
-    for p in pids:
+    return pids
+
+
+def cpu_s(pid: int) -> float:
+    """CPU time (user + system) a process and its children have used so far, in seconds."""
+    total = 0
+    for p in family(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kb(pid: int) -> int:
+    """Resident memory of a process and its children (gunicorn master + worker), in KB."""
+    total = 0
+    for p in family(pid):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -274,6 +293,7 @@ def run(name: str, clients: int, rate: float, duration: float, procs: int, redis
         connect_all = time.monotonic() - t0
         time.sleep(1.0)
         busy = rss_kb(server.pid)
+        cpu_before = cpu_s(server.pid)
         # Publish: seq and wall-clock time in the data, at a steady rate.
         sent: list[int] = []
         interval = 1.0 / rate
@@ -307,6 +327,7 @@ def run(name: str, clients: int, rate: float, duration: float, procs: int, redis
             dup += du
             dropped += dr
             errors += er
+        cpu = cpu_s(server.pid) - cpu_before
         for w in workers:
             w.join(10)
         return {
@@ -317,7 +338,8 @@ def run(name: str, clients: int, rate: float, duration: float, procs: int, redis
             "delivered": len(latency), "lost": lost, "dup": dup, "dropped": dropped,
             "p50_ms": pct(latency, 50) * 1000, "p99_ms": pct(latency, 99) * 1000,
             "max_ms": max(latency, default=float("nan")) * 1000,
-            "rss_kb_per_conn": (busy - idle) / max(opened_at_end, 1), "errors": errors,
+            "rss_kb_per_conn": (busy - idle) / max(opened_at_end, 1),
+            "cpu_us_per_delivery": cpu * 1e6 / max(len(latency), 1), "errors": errors,
         }
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -352,18 +374,19 @@ def main() -> None:
             print("   errors:", res["errors"])
     print()
     print(f"{'server':22} {'clients':>7} {'connect s':>9} {'ev/s':>6} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'catch-up s':>10} {'lost':>6} {'dup':>5} {'KB/conn':>8}")
+          f"{'catch-up s':>10} {'lost':>6} {'dup':>5} {'KB/conn':>8} {'CPU us/ev':>9}")
     for r in results:
         print(f"{r['server']:22} {r['clients']:>7} {r['connect_all_s']:>9.2f} {r['publish_rate']:>6.1f} "
               f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['catch_up_s']:>10.2f} {r['lost']:>6} "
-              f"{r['dup']:>5} {r['rss_kb_per_conn']:>8.1f}")
+              f"{r['dup']:>5} {r['rss_kb_per_conn']:>8.1f} {r['cpu_us_per_delivery']:>9.1f}")
     if len(results) > 1:
         base = next((r for r in results if not r["server"].startswith("sseproto")), results[-1])
         for r in results:
             if r is base:
                 continue
             print(f"{r['server']} vs {base['server']}: p99 ratio {base['p99_ms'] / r['p99_ms']:.2f}x, "
-                  f"RSS/conn ratio {base['rss_kb_per_conn'] / max(r['rss_kb_per_conn'], 0.001):.2f}x")
+                  f"RSS/conn ratio {base['rss_kb_per_conn'] / max(r['rss_kb_per_conn'], 0.001):.2f}x, "
+                  f"CPU/event ratio {base['cpu_us_per_delivery'] / max(r['cpu_us_per_delivery'], 1e-3):.2f}x")
     target = next((r for r in results if r["server"].startswith("sseproto")), results[0])
     ok = target["p99_ms"] < 250 and target["rss_kb_per_conn"] < 40
     ok = ok and target["publish_rate"] >= 0.95 * args.rate  # the server kept up with the publisher

@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 import re
 import select
@@ -313,7 +314,7 @@ class EventStream:
         self.headers = stream_headers()
         self._source = source
         self._heartbeat = heartbeat
-        self._max_bytes = max_bytes
+        self._limit = math.inf if max_bytes is None else max_bytes  # the byte cap
         self._disconnected = disconnected
         if retry is not None and retry_jitter:
             retry += random.randint(0, retry_jitter)
@@ -322,7 +323,7 @@ class EventStream:
         self._pending: list[bytes] = [opening, *(event.encode() for event in prelude)]
         # The byte cap counts from after the opening, so padding alone never ends a stream.
         self._sent = -len(opening)
-        self._ending = False
+        self._ending = False  # stop at the next call: the source ended or close() was called
         now = time.monotonic()
         self._last_write = now
         self._next_check = now + heartbeat
@@ -357,11 +358,12 @@ class EventStream:
         return self
 
     def __next__(self) -> bytes:
-        if not self._cleanup.alive or self._ending or self._capped():
+        if self._ending or self._sent >= self._limit:
             self.close()
             raise StopIteration
         if self._pending:
             return self._write(self._take_pending())
+        source = self._source
         while True:
             now = time.monotonic()
             if now >= self._next_check:
@@ -373,23 +375,26 @@ class EventStream:
             if timeout <= 0:
                 return self._write(HEARTBEAT)
             try:
-                event = self._source.next(min(timeout, self._next_check - now))
+                event = source.next(min(timeout, self._next_check - now))
             except StopIteration:
                 self.close()
                 raise
             if event is not None:
                 return self._write(self._drain(event.encode()))
-            if not self._cleanup.alive:  # closed from another thread while waiting
+            if self._ending:  # closed from another thread while waiting
+                self.close()
                 raise StopIteration
 
     def close(self) -> None:
         """End the stream: unsubscribe or close the generator, release the connection slot."""
+        self._ending = True
         self._cleanup()
 
     def _take_pending(self) -> bytes:
         """Queued chunks up to the chunk size (and the byte cap), whole events only."""
         chunk = self._pending.pop(0)
-        while self._pending and len(chunk) + len(self._pending[0]) <= _CHUNK and not self._capped(len(chunk)):
+        room = self._limit - self._sent
+        while self._pending and len(chunk) + len(self._pending[0]) <= _CHUNK and len(chunk) < room:
             chunk += self._pending.pop(0)
         return chunk
 
@@ -397,9 +402,11 @@ class EventStream:
         """Append events already waiting in the source, up to the chunk size and byte cap."""
         if not self._source.can_drain:
             return chunk
-        while len(chunk) < _CHUNK and not self._capped(len(chunk)):
+        room = min(_CHUNK, self._limit - self._sent)
+        next_event = self._source.next
+        while len(chunk) < room:
             try:
-                event = self._source.next(0)
+                event = next_event(0)
             except StopIteration:
                 self._ending = True
                 break
@@ -407,9 +414,6 @@ class EventStream:
                 break
             chunk += event.encode()
         return chunk
-
-    def _capped(self, extra: int = 0) -> bool:
-        return self._max_bytes is not None and self._sent + extra >= self._max_bytes
 
     def _write(self, chunk: bytes) -> bytes:
         self._sent += len(chunk)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import subprocess
 import sys
 import textwrap
 import threading
+import time
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -62,6 +66,67 @@ def test_get_times_out_with_none() -> None:
     broker = MemoryBroker()
     with broker.subscribe(["a"]) as sub:
         assert sub.get(0.01) is None
+
+
+def test_timed_gets_end_in_deadline_order_whatever_order_they_start_in() -> None:
+    """One clock ends every timed wait: a short wait that starts while it sleeps towards a
+    long deadline still ends first, and none ends before its time."""
+    broker = MemoryBroker()
+    ended: list[float] = []
+    results: dict[float, tuple[object, float]] = {}
+
+    def wait(timeout: float) -> None:
+        with broker.subscribe(["quiet"]) as sub:
+            start = time.monotonic()
+            got = sub.get(timeout)
+            results[timeout] = (got, time.monotonic() - start)
+            ended.append(timeout)
+
+    threads = []
+    for timeout in (1.2, 0.6, 0.05, 0.3):
+        threads.append(threading.Thread(target=wait, args=(timeout,)))
+        threads[-1].start()
+        time.sleep(0.01)
+    for t in threads:
+        t.join(10)
+    assert ended == [0.05, 0.3, 0.6, 1.2]
+    for timeout, (got, elapsed) in results.items():
+        assert got is None and elapsed >= timeout, (timeout, got, elapsed)
+
+
+def test_timed_gets_work_in_a_forked_child() -> None:
+    """A child forked while the parent waits gets its own clock (the parent's timer thread
+    does not survive the fork)."""
+    broker = MemoryBroker()
+    waiting = broker.subscribe(["a"])
+
+    def wait_in_parent() -> None:
+        with contextlib.suppress(SubscriptionEnded):
+            waiting.get(5)
+
+    parent = threading.Thread(target=wait_in_parent)
+    parent.start()
+    time.sleep(0.05)
+
+    def child(conn: Any) -> None:
+        box: list[object] = []
+        with MemoryBroker().subscribe(["b"]) as sub:
+            t = threading.Thread(target=lambda: box.append(sub.get(0.05)), daemon=True)
+            t.start()
+            t.join(5)
+        conn.send(box)
+
+    ctx = multiprocessing.get_context("fork")
+    here, there = ctx.Pipe()
+    proc = ctx.Process(target=child, args=(there,))
+    proc.start()
+    try:
+        assert here.poll(20)
+        assert here.recv() == [None]  # the child's timed get ended
+    finally:
+        proc.join(10)
+        waiting.close()
+        parent.join(10)
 
 
 def test_replay_is_exactly_what_came_after_the_id() -> None:

@@ -3,7 +3,10 @@ end-of-subscription signal, and the brokers of this process."""
 
 from __future__ import annotations
 
+import math
+import os
 import threading
+import time
 import weakref
 from collections import deque
 from typing import Any
@@ -27,6 +30,70 @@ class SubscriptionEnded(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(f"subscription ended: {reason}")
         self.reason = reason
+
+
+class _Clock:
+    """Ends timed waits of subscriptions: one timer thread for the whole process.
+
+    A stream waits with a timeout between every two events it sends (the timeout is its
+    heartbeat). Under gevent a timed wait arms and disarms a timer each time, which was
+    a fifth of the per-event cost; waits here are untimed, and this clock wakes the
+    subscriptions whose deadline passed. It sleeps until the earliest deadline, so it
+    wakes about once per heartbeat, not once per event.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: set[LocalSubscription] = set()
+        self._wake_at = math.inf  # when the timer thread wakes next; inf while it scans
+        self._kick = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def wait(self, sub: LocalSubscription, timeout: float) -> None:
+        """Wait on ``sub._ready`` for at most about ``timeout`` seconds."""
+        due = sub._due = time.monotonic() + timeout
+        waiting = self._waiting
+        waiting.add(sub)
+        try:
+            # Read after the add: a timer scan that missed ``sub`` has published its
+            # next wake-up by then (or still shows inf), so an earlier deadline kicks it.
+            if due < self._wake_at:
+                if self._thread is None:
+                    self._start()
+                self._kick.set()
+            sub._ready.wait()
+        finally:
+            waiting.discard(sub)
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="sseproto-clock", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wake_at = math.inf
+            self._kick.clear()
+            now = time.monotonic()
+            earliest = math.inf
+            for sub in list(self._waiting):
+                due = sub._due
+                if due <= now:
+                    sub._ready.set()
+                elif due < earliest:
+                    earliest = due
+            self._wake_at = earliest
+            self._kick.wait(None if earliest == math.inf else earliest - now)
+
+    def _after_fork(self) -> None:
+        """In a forked child: no timer thread and no waits yet."""
+        self.__init__()  # type: ignore[misc]
+
+
+_CLOCK = _Clock()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_CLOCK._after_fork)
 
 
 class Fanout:
@@ -91,6 +158,7 @@ class LocalSubscription:
         # A flag, not a condition: set after each delivery, cleared by the reader before
         # it looks at the queue. Under gevent an Event is far cheaper than a Condition.
         self._ready = threading.Event()
+        self._due = 0.0  # when a timed wait ends (see _Clock)
         self._ended: str | None = None
         self.replay: list[Event] = []
         self.gap: tuple[str, ...] = ()
@@ -111,13 +179,18 @@ class LocalSubscription:
             self._ready.clear()
             # Checked again after clearing: a delivery in between has set the flag.
             if not queue and self._ended is None:
-                self._ready.wait(timeout)
+                if timeout is None:
+                    self._ready.wait()
+                else:
+                    _CLOCK.wait(self, timeout)
         ended = self._ended
         if ended is not None and (ended == "overflow" or not queue):
             raise SubscriptionEnded(ended)
+        if not queue:  # no exception for the common empty case: it costs, once per chunk sent
+            return None
         try:
             return queue.popleft()[1]
-        except IndexError:
+        except IndexError:  # overflow cleared the queue from another thread just now
             return None
 
     def close(self) -> None:
@@ -125,10 +198,12 @@ class LocalSubscription:
         self._broker._unsubscribe(self)
         self._end("closed")
 
-    def _deliver(self, event: Event, key: Any = None) -> bool:
-        """Queue ``event``; False when the queue is full (the subscription then ends).
+    def _deliver(self, item: tuple[Any, Event]) -> bool:
+        """Queue ``item``, a ``(key, event)`` pair; False when the queue is full (the
+        subscription then ends).
 
-        Called under the broker's lock, so deliveries never run concurrently.
+        Called under the broker's lock, so deliveries never run concurrently. One pair
+        serves every subscriber: nothing is allocated per subscriber and event.
         """
         if self._ended is not None:
             return False
@@ -137,7 +212,7 @@ class LocalSubscription:
             self._queue.clear()
             self._ready.set()
             return False
-        self._queue.append((key, event))
+        self._queue.append(item)
         self._ready.set()
         return True
 

@@ -68,7 +68,8 @@ class MemoryBroker(Fanout):
             number = _number(event.id)
             if number is not None and number > self._high:
                 self._high = number
-            lagging = [sub for sub in self._subscribers.get(channel, ()) if not sub._deliver(event)]
+            item = (None, event)
+            lagging = [sub for sub in self._subscribers.get(channel, ()) if not sub._deliver(item)]
             for sub in lagging:
                 self._remove(sub)
             return event

@@ -559,7 +559,8 @@ class RedisBroker(Fanout):
                 except ValueError:  # not written by this broker: skip it, never stop on it
                     log.warning("skipping malformed feed entry %s", entry_id)
                     continue
-                lagging = [sub for sub in subs if key > sub._floor and not sub._deliver(event, key)]
+                item = (key, event)
+                lagging = [sub for sub in subs if key > sub._floor and not sub._deliver(item)]
                 for sub in lagging:
                     self._remove(sub)
         return True
