@@ -44,20 +44,23 @@ ROOT = Path(__file__).resolve().parent
 PY = sys.executable
 
 # name -> (gunicorn worker args, app module:object, stream path, publish path, needs Redis)
+# sseproto's servers run as its README deploys them: with the sseproto.gunicorn hook (drain
+# on SIGTERM, collector tuned); "naive-gevent-tuned" is the naive app with the same hook.
+HOOK = ["-c", "python:sseproto.gunicorn"]
+GEVENT = ["-k", "gevent", "--worker-connections", "20000"]
 SERVERS: dict[str, tuple[list[str], str, str, str, bool]] = {
-    "sseproto-gevent": (["-w", "1", "-k", "gevent", "--worker-connections", "20000"],
-                        "sseproto_app:app", "/sse/stream?channel=bench", "/publish", False),
-    "naive-gevent": (["-w", "1", "-k", "gevent", "--worker-connections", "20000"],
-                     "naive:app", "/stream", "/publish", False),
-    "sseproto-gthread": (["-w", "1", "-k", "gthread", "--threads", "1100"],
-                         "sseproto_app:app", "/sse/stream?channel=bench", "/publish", False),
+    "sseproto-gevent": (["-w", "1", *GEVENT, *HOOK], "sseproto_app:app", "/sse/stream?channel=bench",
+                        "/publish", False),
+    "naive-gevent": (["-w", "1", *GEVENT], "naive:app", "/stream", "/publish", False),
+    "naive-gevent-tuned": (["-w", "1", *GEVENT, *HOOK], "naive:app", "/stream", "/publish", False),
+    "sseproto-gthread": (["-w", "1", "-k", "gthread", "--threads", "1100", *HOOK], "sseproto_app:app",
+                         "/sse/stream?channel=bench", "/publish", False),
     "naive-gthread": (["-w", "1", "-k", "gthread", "--threads", "1100"], "naive:app", "/stream", "/publish",
                       False),
     # Redis: the sseproto Redis broker and Flask-SSE, two gevent workers each.
-    "sseproto-redis-gevent": (["-w", "2", "-k", "gevent", "--worker-connections", "20000"],
-                              "sseproto_app:app", "/sse/stream?channel=bench", "/publish", True),
-    "flasksse-gevent": (["-w", "2", "-k", "gevent", "--worker-connections", "20000"],
-                        "flasksse_app:app", "/stream?channel=bench", "/publish", True),
+    "sseproto-redis-gevent": (["-w", "2", *GEVENT, *HOOK], "sseproto_app:app", "/sse/stream?channel=bench",
+                              "/publish", True),
+    "flasksse-gevent": (["-w", "2", *GEVENT], "flasksse_app:app", "/stream?channel=bench", "/publish", True),
 }
 
 

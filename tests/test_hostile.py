@@ -13,6 +13,8 @@ import http.client
 import json
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -28,6 +30,7 @@ from test_faults import SERVERS, Server, running, spawn, stop
 
 from sseproto import Decoder, Event
 from sseproto.client import EventSource
+from sseproto.gunicorn import YOUNG_THRESHOLD
 
 LIMIT = 24  # SSE_MAX_CONNECTIONS of the servers here
 THREADS = 48  # gunicorn gthread and waitress threads
@@ -402,6 +405,10 @@ def test_sigterm_ends_streams_and_clients_move_on(name: str, drain: bool, elsewh
     try:
         reader.start()
         assert server.wait_for("subscribers", 2, channel) == 2
+        collector = server.status()
+        # The hook also tuned the collector of the worker; without it, Python's defaults hold.
+        tuned = (YOUNG_THRESHOLD, True) if drain else (700, False)
+        assert (collector["gc_young"], collector["gc_frozen"] > 0) == tuned
         first = server.publish_ids("before", channel)[0]
         assert wait_until(lambda: len(received) == 1, 10)
         proxy.retarget(elsewhere.port)
@@ -476,3 +483,19 @@ def test_in_process_server_leaves_no_thread_behind() -> None:
         server.server_close()
         for sock in clients:
             sock.close()
+
+
+def test_tune_gc_raises_the_young_threshold_never_lowers_it_and_checks_its_argument() -> None:
+    script = (
+        "import gc\n"
+        "from sseproto.gunicorn import tune_gc\n"
+        "gc.set_threshold(700, 10, 10); tune_gc(5000); a = gc.get_threshold()\n"
+        "gc.set_threshold(9000, 10, 10); tune_gc(5000); b = gc.get_threshold()\n"
+        "try:\n"
+        "    tune_gc(0)\n"
+        "except ValueError:\n"
+        "    c = 'refused'\n"
+        "print(a, b, gc.get_freeze_count() > 0, c)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split("\n")[0] == "(5000, 10, 10) (9000, 10, 10) True refused", out.stderr

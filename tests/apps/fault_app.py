@@ -8,6 +8,7 @@ Environment: ``SSE_BROKER_URL`` (default: in memory), ``SSE_HEARTBEAT``,
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 
@@ -57,7 +58,8 @@ def publish() -> ResponseReturnValue:
 def count() -> ResponseReturnValue:
     broker = sse.broker
     return jsonify(subscribers=broker.subscriber_count(request.args.get("channel")),  # type: ignore[attr-defined]
-                   streams=sse.endpoint.active_streams, threads=threading.active_count(), pid=os.getpid())
+                   streams=sse.endpoint.active_streams, threads=threading.active_count(), pid=os.getpid(),
+                   gc_young=gc.get_threshold()[0], gc_frozen=gc.get_freeze_count())
 
 
 @app.post("/end")
