@@ -351,3 +351,32 @@ def test_waits_work_under_gevent() -> None:
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_timed_waits_under_gevent_patched_after_import() -> None:
+    """sseproto imported before gevent patches threading (gunicorn --preload): the clock
+    is built with the patched module when first used, so it never blocks the event loop."""
+    pytest.importorskip("gevent")
+    script = textwrap.dedent(
+        """
+        import sseproto.brokers  # before patching, as an app preloaded by gunicorn's master
+        from gevent import monkey; monkey.patch_all()
+        import gevent
+        from sseproto.brokers import MemoryBroker
+        broker = MemoryBroker()
+        ticks = []
+        def ticker():
+            for _ in range(30):
+                gevent.sleep(0.01)
+                ticks.append(1)
+        def idle():
+            with broker.subscribe(["a"]) as sub:
+                return [sub.get(0.05), sub.get(0.05)]
+        t = gevent.spawn(ticker); g = gevent.spawn(idle)
+        gevent.joinall([t, g], timeout=10)
+        assert g.value == [None, None] and len(ticks) == 30, (g.value, len(ticks))
+        print("ok")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr

@@ -45,8 +45,7 @@ class _Clock:
     def __init__(self) -> None:
         self._waiting: set[LocalSubscription] = set()
         self._wake_at = math.inf  # when the timer thread wakes next; inf while it scans
-        self._kick = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._kick: threading.Event | None = None  # wakes the timer thread; None: not started
         self._start_lock = threading.Lock()
 
     def wait(self, sub: LocalSubscription, timeout: float) -> None:
@@ -58,23 +57,34 @@ class _Clock:
             # Read after the add: a timer scan that missed ``sub`` has published its
             # next wake-up by then (or still shows inf), so an earlier deadline kicks it.
             if due < self._wake_at:
-                if self._thread is None:
-                    self._start()
-                self._kick.set()
-            sub._ready.wait()
+                (self._kick or self._start()).set()
+            ready = sub._ready
+            ready.wait()
+            # A scan that read the deadline of this subscription's previous wait may set
+            # the flag late: never end a wait early for it.
+            while not sub._queue and sub._ended is None and time.monotonic() < due:
+                ready.clear()
+                if sub._queue or sub._ended is not None:
+                    break
+                ready.wait()
         finally:
             waiting.discard(sub)
 
-    def _start(self) -> None:
-        with self._start_lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="sseproto-clock", daemon=True)
-                self._thread.start()
+    def _start(self) -> threading.Event:
+        """Start the timer thread on first use, with the threading module as it is then
+        (gevent may have patched it after this module was imported)."""
+        with self._start_lock:  # held only while objects are built: never across a switch
+            if self._kick is not None:
+                return self._kick
+            kick = self._kick = threading.Event()
+            thread = threading.Thread(target=self._run, args=(kick,), name="sseproto-clock", daemon=True)
+        thread.start()
+        return kick
 
-    def _run(self) -> None:
+    def _run(self, kick: threading.Event) -> None:
         while True:
             self._wake_at = math.inf
-            self._kick.clear()
+            kick.clear()
             now = time.monotonic()
             earliest = math.inf
             for sub in list(self._waiting):
@@ -84,7 +94,7 @@ class _Clock:
                 elif due < earliest:
                     earliest = due
             self._wake_at = earliest
-            self._kick.wait(None if earliest == math.inf else earliest - now)
+            kick.wait(None if earliest == math.inf else earliest - now)
 
     def _after_fork(self) -> None:
         """In a forked child: no timer thread and no waits yet."""
