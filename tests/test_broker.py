@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import pytest
+from conftest import wait_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -92,6 +93,25 @@ def test_timed_gets_end_in_deadline_order_whatever_order_they_start_in() -> None
     assert ended == [0.05, 0.3, 0.6, 1.2]
     for timeout, (got, elapsed) in results.items():
         assert got is None and elapsed >= timeout, (timeout, got, elapsed)
+
+
+def test_the_clock_thread_exits_when_no_wait_is_timed_and_comes_back() -> None:
+    def clocks() -> int:
+        return sum(t.name == "sseproto-clock" and t.is_alive() for t in threading.enumerate())
+
+    broker = MemoryBroker()
+    with broker.subscribe(["a"]) as sub:
+        for _ in range(2):
+            assert sub.get(0.05) is None
+            assert wait_until(lambda: clocks() == 0, 5)
+        box: list[object] = []
+        waiter = threading.Thread(target=lambda: box.append(sub.get(10)))
+        waiter.start()
+        assert wait_until(lambda: clocks() == 1, 5)  # running while a wait is timed
+        event = broker.publish("a", Event("x"))
+        waiter.join(5)
+        assert box == [event]
+        assert wait_until(lambda: clocks() == 0, 5)
 
 
 def test_timed_gets_work_in_a_forked_child() -> None:

@@ -33,7 +33,8 @@ class SubscriptionEnded(Exception):
 
 
 class _Clock:
-    """Ends timed waits of subscriptions: one timer thread for the whole process.
+    """Ends timed waits of subscriptions: one timer thread for the whole process, while
+    any subscription waits.
 
     A stream waits with a timeout between every two events it sends (the timeout is its
     heartbeat). Under gevent a timed wait arms and disarms a timer each time, which was
@@ -69,6 +70,8 @@ class _Clock:
                 ready.wait()
         finally:
             waiting.discard(sub)
+            if not waiting and self._kick is not None:
+                self._kick.set()  # the last wait ended: let the timer thread see it and exit
 
     def _start(self) -> threading.Event:
         """Start the timer thread on first use, with the threading module as it is then
@@ -93,8 +96,18 @@ class _Clock:
                     sub._ready.set()
                 elif due < earliest:
                     earliest = due
+            if earliest == math.inf:
+                # Nothing left to time: exit (no thread outlives the streams), unless
+                # waits remain; the next wait after an exit starts a new thread.
+                with self._start_lock:
+                    if not self._waiting:
+                        self._kick = None
+                        return
+                # Those left were just woken (a new wait, or the last to leave, kicks).
+                kick.wait()
+                continue
             self._wake_at = earliest
-            kick.wait(None if earliest == math.inf else earliest - now)
+            kick.wait(earliest - now)
 
     def _after_fork(self) -> None:
         """In a forked child: no timer thread and no waits yet."""
