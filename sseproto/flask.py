@@ -27,7 +27,7 @@ from flask import Blueprint, Flask, Response, abort, current_app, has_app_contex
 
 from ._event import Event
 from .brokers import Broker, broker_from_url
-from .wsgi import EventStreamApp, Options, Reply, WSGIEnvironment, event_from, last_event_id_from
+from .wsgi import EventStream, EventStreamApp, Options, Reply, WSGIEnvironment, event_from, last_event_id_from
 
 __all__ = ["SSE"]
 
@@ -225,4 +225,7 @@ class SSE:
 
 
 def _response(reply: Reply) -> Response:
-    return Response(reply.body, status=reply.status, headers=reply.headers)
+    # A stream goes to the server as it is: without Werkzeug's per-chunk wrappers (a few
+    # percent of the CPU per event sent), and marked so compressing middleware skips it.
+    stream = isinstance(reply.body, EventStream)
+    return Response(reply.body, status=reply.status, headers=reply.headers, direct_passthrough=stream)

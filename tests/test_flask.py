@@ -294,3 +294,27 @@ def test_thousand_cycles_through_the_flask_test_client() -> None:
         resp.close()
     assert sse.broker.subscriber_count() == 0  # type: ignore[attr-defined]
     assert sse.endpoint.active_streams == 0
+
+
+def test_streams_pass_straight_to_the_server_and_errors_do_not() -> None:
+    """A stream response is marked direct passthrough (compressing middleware such as
+    Flask-Compress skips such responses, and Werkzeug adds no per-chunk wrappers); small
+    error answers stay ordinary responses."""
+    app = make_app(SSE_MAX_CONNECTIONS=1)
+    sse = SSE(app)
+    views: list[Response] = []
+
+    @app.get("/view")
+    def view() -> Response:
+        views.append(sse.stream("x"))
+        return views[-1]
+
+    client = app.test_client()
+    first = client.get("/view", buffered=False)
+    second = client.get("/view", buffered=False)  # over the connection limit: 503
+    try:
+        assert first.status_code == 200 and views[0].direct_passthrough
+        assert second.status_code == 503 and not views[1].direct_passthrough
+    finally:
+        first.close()
+        second.close()
