@@ -39,9 +39,14 @@ class _Clock:
     A stream waits with a timeout between every two events it sends (the timeout is its
     heartbeat). Under gevent a timed wait arms and disarms a timer each time, which was
     a fifth of the per-event cost; waits here are untimed, and this clock wakes the
-    subscriptions whose deadline passed. It sleeps until the earliest deadline, so it
-    wakes about once per heartbeat, not once per event.
+    subscriptions whose deadline passed. A wait may end up to a tenth of its timeout
+    late (at most ``SLACK`` seconds), never early: the clock sleeps until the earliest
+    such latest end and then ends every wait already due, so idle streams whose
+    deadlines are spread out cost a few scans per second, not one per deadline.
     """
+
+    #: The most a timed wait may end late, in seconds.
+    SLACK = 0.1
 
     def __init__(self) -> None:
         self._waiting: set[LocalSubscription] = set()
@@ -52,12 +57,13 @@ class _Clock:
     def wait(self, sub: LocalSubscription, timeout: float) -> None:
         """Wait on ``sub._ready`` for at most about ``timeout`` seconds."""
         due = sub._due = time.monotonic() + timeout
+        latest = sub._latest = due + min(self.SLACK, timeout / 10)
         waiting = self._waiting
         waiting.add(sub)
         try:
             # Read after the add: a timer scan that missed ``sub`` has published its
             # next wake-up by then (or still shows inf), so an earlier deadline kicks it.
-            if due < self._wake_at:
+            if latest < self._wake_at:
                 (self._kick or self._start()).set()
             ready = sub._ready
             ready.wait()
@@ -91,11 +97,10 @@ class _Clock:
             now = time.monotonic()
             earliest = math.inf
             for sub in list(self._waiting):
-                due = sub._due
-                if due <= now:
+                if sub._due <= now:
                     sub._ready.set()
-                elif due < earliest:
-                    earliest = due
+                elif sub._latest < earliest:
+                    earliest = sub._latest
             if earliest == math.inf:
                 # Nothing left to time: exit (no thread outlives the streams), unless
                 # waits remain; the next wait after an exit starts a new thread.
@@ -181,7 +186,7 @@ class LocalSubscription:
         # A flag, not a condition: set after each delivery, cleared by the reader before
         # it looks at the queue. Under gevent an Event is far cheaper than a Condition.
         self._ready = threading.Event()
-        self._due = 0.0  # when a timed wait ends (see _Clock)
+        self._due = self._latest = 0.0  # when a timed wait ends, and at the latest (see _Clock)
         self._ended: str | None = None
         self.replay: list[Event] = []
         self.gap: tuple[str, ...] = ()
