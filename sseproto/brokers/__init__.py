@@ -12,7 +12,8 @@ networked one fit behind it alike:
   the channels for which ``last_event_id`` could not be placed (unknown or evicted), whose
   retained events the replay then includes in full.
 - ``subscription.get(timeout)`` returns the next live event, or None when ``timeout``
-  seconds pass first, and raises :class:`SubscriptionEnded` once the subscription is
+  seconds pass first (the local subscriptions notice that up to a tenth of ``timeout``,
+  at most 0.1 s, late), and raises :class:`SubscriptionEnded` once the subscription is
   closed, fell too far behind, or (a networked broker) could not reach its server to
   replay; ``subscription.close()`` unsubscribes (idempotent).
 

@@ -196,7 +196,8 @@ class LocalSubscription:
         return self._channels
 
     def get(self, timeout: float | None = None) -> Event | None:
-        """The next live event; None if ``timeout`` seconds pass first.
+        """The next live event; None if ``timeout`` seconds pass first (noticed up to a
+        tenth of ``timeout``, at most 0.1 s, late: see ``_Clock``).
 
         Raises :class:`SubscriptionEnded` once closed, cut off for lagging, or ended by
         the broker for another ``reason``.
