@@ -13,36 +13,17 @@ Run with ``-s`` to see the figures (tabulated in docs/RELIABILITY.md).
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from chaos_proxy import ChaosProxy
-from conftest import PYTHON, free_port, wait_for_port
+from servers import Server, running
 
 from sseproto.client import EventSource
-
-TESTS = Path(__file__).resolve().parent
-SERVERS: dict[str, list[str]] = {
-    "gunicorn-gthread": [PYTHON, "-m", "gunicorn", "-k", "gthread", "--threads", "{threads}", "-w", "1",
-                         "--graceful-timeout", "{graceful}", "-b", "127.0.0.1:{port}", "apps.fault_app:app"],
-    "gunicorn-gevent": [PYTHON, "-m", "gunicorn", "-k", "gevent", "--worker-connections", "1000", "-w", "1",
-                        "--graceful-timeout", "{graceful}", "-b", "127.0.0.1:{port}", "apps.fault_app:app"],
-    "flask-dev": [PYTHON, "-m", "flask", "--app", "apps.fault_app", "run", "--host", "127.0.0.1",
-                  "--port", "{port}", "--with-threads", "--no-reload", "--no-debugger"],
-    "waitress": [PYTHON, "-m", "waitress", "--listen=127.0.0.1:{port}", "--threads={threads}",
-                 "--channel-request-lookahead=1", "apps.fault_app:app"],
-}
 
 # The load of one run: N clients, M events in batches over a few seconds.
 N_CLIENTS = 20
@@ -51,94 +32,6 @@ BATCH = 5
 PAUSE = 0.04
 # Pages in Chromium, each with the polyfill and a native EventSource.
 PAGES = 2
-
-
-class Server:
-    """A server process running tests/apps/fault_app.py, and its test endpoints."""
-
-    def __init__(self, name: str, port: int, proc: subprocess.Popen[bytes]) -> None:
-        self.name = name
-        self.port = port
-        self.proc = proc
-        self.url = f"http://127.0.0.1:{port}"
-
-    def publish(self, data: object, channel: str, *, event: str | None = None, id: str | None = None,
-                repeat: int = 1) -> requests.Response:
-        body = {"data": data, "channel": channel, "event": event, "id": id, "repeat": repeat}
-        return requests.post(self.url + "/publish", json=body, timeout=10)
-
-    def publish_ids(self, data: str, channel: str, repeat: int = 1) -> list[str]:
-        r = self.publish(data, channel, repeat=repeat)
-        r.raise_for_status()
-        return [str(i) for i in r.json()["ids"]]
-
-    def status(self, channel: str | None = None) -> dict[str, Any]:
-        r = requests.get(self.url + "/count", params={"channel": channel} if channel else {}, timeout=10)
-        r.raise_for_status()
-        return dict(r.json())
-
-    def wait_for(self, key: str, n: int, channel: str | None = None, seconds: float = 10.0) -> int:
-        """Poll ``/count`` until ``key`` is ``n`` (bounded); return the last value."""
-        deadline = time.monotonic() + seconds
-        while (value := int(self.status(channel)[key])) != n and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return value
-
-
-def server_env(broker_url: str | None = None, **env: str) -> dict[str, str]:
-    base = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)]),
-            "SSE_HEARTBEAT": "0.5", "SSE_BROKER_URL": broker_url or ""}
-    return {**base, **env}
-
-
-def spawn(name: str, broker_url: str | None = None, *, threads: int = 64, graceful: float = 1,
-          port: int | None = None, log: Path | None = None, config: Path | None = None, **env: str) -> Server:
-    """Start a server process and wait until it accepts connections.
-
-    ``log`` receives its output; ``config`` is a gunicorn config file (``-c``).
-    """
-    port = port or free_port()
-    cmd = [part.format(port=port, threads=threads, graceful=graceful) for part in SERVERS[name]]
-    if config is not None:
-        assert cmd[1:3] == ["-m", "gunicorn"], name
-        cmd[3:3] = ["-c", str(config)]
-    out = subprocess.DEVNULL if log is None else log.open("wb")
-    try:
-        proc = subprocess.Popen(cmd, cwd=TESTS, env=server_env(broker_url, **env), stdout=out, stderr=out,
-                                start_new_session=True)
-    finally:
-        if log is not None:
-            out.close()  # type: ignore[union-attr]
-    try:
-        wait_for_port(port, proc)
-    except BaseException:
-        stop(proc)
-        raise
-    return Server(name, port, proc)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL to the whole process group after 5 s."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(5)
-
-
-@contextmanager
-def running(name: str, broker_url: str | None = None, **options: Any) -> Iterator[Server]:
-    server = spawn(name, broker_url, **options)
-    try:
-        yield server
-    finally:
-        stop(server.proc)
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])

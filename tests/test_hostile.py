@@ -1,6 +1,6 @@
 """Slow and hostile clients, authorization, and shutdown, against real server processes.
 
-The app is tests/apps/fault_app.py under each server of tests/test_faults.py (Flask's dev
+The app is tests/apps/fault_app.py under each server of tests/servers.py (Flask's dev
 server, gunicorn gthread and gevent, waitress), with a queue of 100 events per
 subscriber and a limit of ``LIMIT`` open streams. What each server can and cannot do is
 written down in docs/RELIABILITY.md; run with ``-s`` to see the figures.
@@ -26,7 +26,7 @@ import pytest
 import requests
 from chaos_proxy import ChaosProxy
 from conftest import wait_until
-from test_faults import SERVERS, Server, running, spawn, stop
+from servers import SERVERS, Server, running, spawn, stop
 
 from sseproto import Decoder, Event
 from sseproto.client import EventSource
@@ -442,7 +442,7 @@ def test_sigterm_ends_streams_and_clients_move_on(name: str, drain: bool, elsewh
         reader.join(5)
         raw.close()
         proxy.close()
-        stop(server.proc)
+        stop(server)
     assert not reader.is_alive()
 
 

@@ -18,8 +18,8 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from servers import Server, running
 from strategies import splits
-from test_faults import Server, running
 
 from sseproto import Decoder, Event, LocalProtocolError, encode_comment
 from sseproto.brokers import Broker, MemoryBroker

@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
-import signal
-import subprocess
 import threading
 import time
 import uuid
@@ -21,77 +19,36 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from conftest import PYTHON, free_port, wait_for_port, wait_until
+from conftest import wait_for_port, wait_until
+from servers import Server, spawn, stop
 from test_redis_broker import RedisServer
 
 from sseproto import Decoder, Event
 from sseproto.client import OPEN, EventSource
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(120)]
-
-TESTS = Path(__file__).resolve().parent
-SERVERS: dict[str, list[str]] = {
-    "gunicorn-gthread-2": [PYTHON, "-m", "gunicorn", "-k", "gthread", "--threads", "100", "-w", "2",
-                           "--graceful-timeout", "1", "-b", "127.0.0.1:{port}", "apps.redis_app:app"],
-    "gunicorn-gevent": [PYTHON, "-m", "gunicorn", "-k", "gevent", "--worker-connections", "500", "-w", "1",
-                        "--graceful-timeout", "1", "-b", "127.0.0.1:{port}", "apps.redis_app:app"],
-}
-
-
-class Server:
-    def __init__(self, name: str, port: int, proc: subprocess.Popen[bytes]) -> None:
-        self.name = name
-        self.port = port
-        self.proc = proc
-        self.url = f"http://127.0.0.1:{port}"
-
-    def publish(self, data: str, channel: str) -> requests.Response:
-        return requests.post(self.url + "/publish", json={"data": data, "channel": channel}, timeout=10)
-
-    def workers(self) -> list[int]:
-        """The pids of the gunicorn workers (children of the master)."""
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    stat = (entry / "stat").read_text()
-                except OSError:
-                    continue
-                if int(stat.rsplit(")", 1)[1].split()[1]) == self.proc.pid:
-                    pids.append(int(entry.name))
-        return pids
+APP = "apps.redis_app"
 
 
 @contextlib.contextmanager
-def running(broker_url: str, *names: str) -> Iterator[list[Server]]:
-    """Servers of ``names`` on ``broker_url``, stopped together afterwards."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)]),
-           "SSE_BROKER_URL": broker_url, "SSE_HEARTBEAT": "0.3"}
+def running(broker_url: str) -> Iterator[list[Server]]:
+    """gunicorn gthread (two workers) and gevent on ``broker_url``, started and stopped together."""
     servers: list[Server] = []
     try:
-        for name in names:
-            port = free_port()
-            cmd = [part.format(port=port) for part in SERVERS[name]]
-            proc = subprocess.Popen(cmd, cwd=TESTS, env=env, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL, start_new_session=True)
-            servers.append(Server(name, port, proc))
+        servers.append(spawn("gunicorn-gthread", broker_url, app=APP, workers=2, threads=100, wait=False,
+                             SSE_HEARTBEAT="0.3"))
+        servers.append(spawn("gunicorn-gevent", broker_url, app=APP, connections=500, wait=False,
+                             SSE_HEARTBEAT="0.3"))
         for server in servers:
             wait_for_port(server.port, server.proc)
         yield servers
     finally:
-        for server in servers:
-            server.proc.send_signal(signal.SIGTERM)
-        for server in servers:
-            try:
-                server.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.proc.pid, signal.SIGKILL)
-                server.proc.wait(5)
+        stop(*servers)
 
 
 @pytest.fixture(scope="module")
 def servers(redis_url: str) -> Iterator[list[Server]]:
-    with running(redis_url, "gunicorn-gthread-2", "gunicorn-gevent") as both:
+    with running(redis_url) as both:
         yield both
 
 
@@ -265,7 +222,7 @@ def test_redis_restart_under_running_servers_loses_nothing() -> None:
     redis_server.start()
     streams: list[RawStream] = []
     try:
-        with running(redis_server.url, "gunicorn-gthread-2", "gunicorn-gevent") as servers:
+        with running(redis_server.url) as servers:
             path = "/sse/stream?channel=restart"
             streams = [RawStream(servers[i % 2], path) for i in range(6)]
             first = servers[0].publish("e0", "restart").json()["id"]

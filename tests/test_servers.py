@@ -8,92 +8,36 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
 import requests
-from conftest import PYTHON, free_port, wait_for_port
+from conftest import free_port
+from servers import Server, running
 
 from sseproto import Decoder, Event
 
 sseclient = __import__("sseclient")
 
-TESTS = Path(__file__).resolve().parent
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)]), "SSE_HEARTBEAT": "0.3",
-       "SSE_QUEUE_SIZE": "100"}
-
-SERVERS: dict[str, list[str]] = {
-    "flask-dev": [PYTHON, "-m", "flask", "--app", "apps.flask_app", "run", "--host", "127.0.0.1",
-                  "--port", "{port}", "--with-threads", "--no-reload", "--no-debugger"],
-    "gunicorn-gthread": [PYTHON, "-m", "gunicorn", "-k", "gthread", "--threads", "64", "-w", "1",
-                         "--graceful-timeout", "1", "-b", "127.0.0.1:{port}", "apps.flask_app:app"],
-    "gunicorn-gevent": [PYTHON, "-m", "gunicorn", "-k", "gevent", "--worker-connections", "1000", "-w", "1",
-                        "--graceful-timeout", "1", "-b", "127.0.0.1:{port}", "apps.flask_app:app"],
-    "waitress": [PYTHON, "-m", "waitress", "--listen=127.0.0.1:{port}", "--threads=64",
-                 "--channel-request-lookahead=1", "apps.wsgi_app:app"],
-}
+# Which app each server runs (a Flask one, and the plain WSGI one under waitress), and how.
+APPS = {"flask-dev": "apps.flask_app", "gunicorn-gthread": "apps.flask_app",
+        "gunicorn-gevent": "apps.flask_app", "waitress": "apps.wsgi_app"}
+SETTINGS = {"SSE_HEARTBEAT": "0.3", "SSE_QUEUE_SIZE": "100"}
 
 
-class Server:
-    def __init__(self, name: str, port: int) -> None:
-        self.name = name
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-
-    def publish(self, data: object, channel: str, event: str | None = None) -> str:
-        r = requests.post(self.url + "/publish", json={"data": data, "channel": channel, "event": event},
-                          timeout=10)
-        r.raise_for_status()
-        return str(r.json()["id"])
-
-    def publish_many(self, data: str, channel: str, repeat: int) -> list[str]:
-        r = requests.post(self.url + "/publish", json={"data": data, "channel": channel, "repeat": repeat},
-                          timeout=10)
-        r.raise_for_status()
-        return [str(i) for i in r.json()["ids"]]
-
-    def count(self, channel: str) -> int:
-        r = requests.get(self.url + "/count", params={"channel": channel}, timeout=10)
-        return int(r.json()["subscribers"])
-
-    def wait_count(self, channel: str, n: int, seconds: float = 10.0) -> int:
-        """Poll the subscriber count until it is ``n`` (bounded); return the last count."""
-        deadline = time.monotonic() + seconds
-        while (count := self.count(channel)) != n and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return count
+def start(name: str, port: int | None = None, **env: str) -> AbstractContextManager[Server]:
+    return running(name, app=APPS[name], port=port, **{**SETTINGS, **env})
 
 
-def start(name: str, port: int | None = None, **env: str) -> Iterator[Server]:
-    port = port or free_port()
-    cmd = [part.format(port=port) for part in SERVERS[name]]
-    proc = subprocess.Popen(cmd, cwd=TESTS, env={**ENV, **env}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        wait_for_port(port, proc)
-        yield Server(name, port)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        if proc.stderr is not None:
-            proc.stderr.close()
-
-
-@pytest.fixture(scope="module", params=list(SERVERS))
+@pytest.fixture(scope="module", params=list(APPS))
 def server(request: pytest.FixtureRequest) -> Iterator[Server]:
-    yield from start(request.param)
+    with start(request.param) as srv:
+        yield srv
 
 
 def open_events(url: str, headers: dict[str, str] | None = None) -> tuple[Iterator[Any], requests.Response]:
@@ -139,20 +83,20 @@ def test_headers_arrive_at_once_then_heartbeats(server: Server) -> None:
 def test_events_exactly_once_then_exact_replay(server: Server) -> None:
     url = server.url + "/sse/stream?channel=once,other"
     events, r = open_events(url)
-    assert server.wait_count("once", 1) == 1
-    ids = [server.publish({"n": i}, "once" if i % 2 else "other", event="tick") for i in range(6)]
+    assert server.wait_for("subscribers", 1, "once") == 1
+    ids = [server.publish_ids({"n": i}, "once" if i % 2 else "other", event="tick")[0] for i in range(6)]
     got = take(events, 6)
     assert [(e.event, json.loads(e.data)["n"], e.id) for e in got] == [("tick", i, ids[i]) for i in range(6)]
     r.close()
     # Missed while away, then resume with Last-Event-ID: exactly those, then live ones.
-    missed = [server.publish(f"m{i}", "once") for i in range(3)]
+    missed = [server.publish_ids(f"m{i}", "once")[0] for i in range(3)]
     rest, r2 = open_events(url, {"Last-Event-ID": ids[3]})
     assert [(e.data, e.id) for e in take(rest, 3)] == [
         (json.dumps({"n": 4}, separators=(",", ":")), ids[4]),
         (json.dumps({"n": 5}, separators=(",", ":")), ids[5]),
         ("m0", missed[0]),
     ]
-    live = server.publish("live", "other")
+    live = server.publish_ids("live", "other")[0]
     assert [(e.data, e.id) for e in take(rest, 3)] == [
         ("m1", missed[1]), ("m2", missed[2]), ("live", live)
     ]
@@ -160,8 +104,8 @@ def test_events_exactly_once_then_exact_replay(server: Server) -> None:
 
 
 def test_polyfill_query_parameter_and_gap(server: Server) -> None:
-    first = server.publish("a", "poly")
-    second = server.publish("b", "poly")
+    first = server.publish_ids("a", "poly")[0]
+    second = server.publish_ids("b", "poly")[0]
     events, r = open_events(server.url + f"/sse/stream?channel=poly&lastEventId={first}")
     got = take(events, 1)
     assert (got[0].data, got[0].id) == ("b", second)
@@ -181,10 +125,10 @@ def test_vanished_client_is_unsubscribed(server: Server) -> None:
         s.sendall(b"GET /sse/stream?channel=vanish HTTP/1.1\r\nHost: x\r\n\r\n")
         assert s.recv(65536).startswith(b"HTTP/1.1 200")
         socks.append(s)
-    assert server.wait_count("vanish", 3) == 3
+    assert server.wait_for("subscribers", 3, "vanish") == 3
     for s in socks:
         s.close()
-    assert server.wait_count("vanish", 0) == 0
+    assert server.wait_for("subscribers", 0, "vanish") == 0
 
 
 def test_a_stalled_client_is_cut_off_and_never_slows_others(server: Server) -> None:
@@ -196,7 +140,7 @@ def test_a_stalled_client_is_cut_off_and_never_slows_others(server: Server) -> N
     stalled.sendall(b"GET /sse/stream?channel=stall HTTP/1.1\r\nHost: x\r\n\r\n")
     assert stalled.recv(4096).startswith(b"HTTP/1.1 200")  # then it reads nothing more
     events, r = open_events(server.url + "/sse/stream?channel=stall")
-    assert server.wait_count("stall", 2) == 2
+    assert server.wait_for("subscribers", 2, "stall") == 2
     total = 1000  # 8 MB: more than the kernel buffers of the stalled connection hold
     received: list[str] = []
 
@@ -209,14 +153,15 @@ def test_a_stalled_client_is_cut_off_and_never_slows_others(server: Server) -> N
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     # Bursts of 10 stay well inside the reading client's queue of 100.
-    ids = [i for _ in range(total // 10) for i in server.publish_many("x" * 8000, "stall", 10)]
+    ids = [i for _ in range(total // 10) for i in server.publish_ids("x" * 8000, "stall", 10)]
     reader.join(30)
     assert received == ids
     if server.name != "waitress":  # waitress buffers a slow client's output itself, unbounded
-        assert server.count("stall") == 1  # the stalled one was dropped at its queue's overflow
+        # The stalled one was dropped at its queue's overflow.
+        assert server.status("stall")["subscribers"] == 1
     stalled.close()
     r.close()
-    assert server.wait_count("stall", 0) == 0
+    assert server.wait_for("subscribers", 0, "stall") == 0
 
 
 def test_limits_and_errors_over_http(server: Server) -> None:
@@ -226,17 +171,17 @@ def test_limits_and_errors_over_http(server: Server) -> None:
 
 
 def test_chromium_eventsource_resumes_without_loss(browser: Any) -> None:
-    for srv in start("gunicorn-gthread"):
+    with start("gunicorn-gthread") as srv:
         page = browser.new_page()
         try:
             page.goto(srv.url + "/?channel=browser")
             page.wait_for_function("window.opens >= 1", timeout=10_000)
-            ids = [srv.publish(f"e{i}", "browser") for i in range(3)]
+            ids = [srv.publish_ids(f"e{i}", "browser")[0] for i in range(3)]
             page.wait_for_function("window.got.length >= 3", timeout=10_000)
             requests.post(srv.url + "/end", timeout=10)  # the server ends every stream
-            ids += [srv.publish(f"e{i}", "browser") for i in range(3, 6)]  # sent while reconnecting
+            ids += [srv.publish_ids(f"e{i}", "browser")[0] for i in range(3, 6)]  # sent while reconnecting
             page.wait_for_function("window.opens >= 2 && window.got.length >= 6", timeout=10_000)
-            ids.append(srv.publish("e6", "browser"))
+            ids.append(srv.publish_ids("e6", "browser")[0])
             page.wait_for_function("window.got.length >= 7", timeout=10_000)
             got = page.evaluate("window.got")
             assert got == [[ids[i], f"e{i}"] for i in range(7)]
@@ -253,8 +198,8 @@ def test_event_round_trip_matches_our_encoder(server: Server) -> None:
         chunks = r.iter_content(chunk_size=None)
         decoder = Decoder()
         decoder.feed(next(chunks))
-        assert server.wait_count("lines", 1) == 1
-        event_id = server.publish("one\ntwo\r\nthree", "lines", event="multi")
+        assert server.wait_for("subscribers", 1, "lines") == 1
+        event_id = server.publish_ids("one\ntwo\r\nthree", "lines", event="multi")[0]
         got: list[Event] = []
         for chunk in chunks:
             got += decoder.feed(chunk)
@@ -268,13 +213,13 @@ def test_event_round_trip_matches_our_encoder(server: Server) -> None:
 def test_chromium_cross_origin_eventsource_with_credentials(browser: Any) -> None:
     """localhost and 127.0.0.1 are two origins: CORS with credentials must let the stream through."""
     port = free_port()
-    for srv in start("gunicorn-gthread", port, SSE_CORS_ORIGINS=f"http://localhost:{port}"):
+    with start("gunicorn-gthread", port, SSE_CORS_ORIGINS=f"http://localhost:{port}") as srv:
         page = browser.new_page()
         denied = browser.new_page()
         try:
             page.goto(f"http://localhost:{port}/?channel=cors&origin=http://127.0.0.1:{port}")
             page.wait_for_function("window.opens >= 1", timeout=10_000)
-            event_id = srv.publish("through", "cors")
+            event_id = srv.publish_ids("through", "cors")[0]
             page.wait_for_function("window.got.length >= 1", timeout=10_000)
             assert page.evaluate("window.got") == [[event_id, "through"]]
             # 127.0.0.1 reading from localhost is not an allowed origin: the browser refuses.
@@ -304,12 +249,12 @@ def test_our_client_resumes_across_server_side_drops(server: Server) -> None:
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
-        assert server.wait_count("ours", 1) == 1
+        assert server.wait_for("subscribers", 1, "ours") == 1
         sent: list[tuple[str, str]] = []
         for round_ in range(3):
             for i in range(5):
                 data = f"r{round_}e{i}"
-                sent.append((data, server.publish(data, "ours")))
+                sent.append((data, server.publish_ids(data, "ours")[0]))
             # End every stream: the client reconnects with Last-Event-ID and replays.
             requests.post(server.url + "/end", timeout=10).raise_for_status()
         deadline = time.monotonic() + 15

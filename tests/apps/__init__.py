@@ -1,1 +1,1 @@
-"""Small applications that real server processes run in tests/test_servers.py."""
+"""Small applications that real server processes (tests/servers.py) run in the tests."""
