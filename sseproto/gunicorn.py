@@ -68,9 +68,8 @@ def tune_gc(young: int = YOUNG_THRESHOLD) -> None:
     threshold of 700 several times, so the collector runs on every event, promotes the
     waiters' objects, and soon runs full collections over the whole heap: pauses of
     tens of milliseconds for every stream (bench/README.md has the figures). Frozen
-    objects are never scanned again; garbage cycles are still
-    collected, after ``young`` allocations instead of 700. A ``young`` below the current
-    threshold is ignored.
+    objects are never scanned again; garbage cycles are still collected, after ``young``
+    allocations instead of 700. A ``young`` below the current threshold is ignored.
     """
     if type(young) is not int or young < 1:
         raise ValueError(f"young must be a positive int, got {young!r}")

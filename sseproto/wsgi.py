@@ -381,8 +381,7 @@ class EventStream:
                 raise
             if event is not None:
                 return self._write(self._drain(event.encode()))
-            if self._ending:  # closed from another thread while waiting
-                self.close()
+            if self._ending:  # closed from another thread while waiting (close() ran)
                 raise StopIteration
 
     def close(self) -> None:
