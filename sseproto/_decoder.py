@@ -210,11 +210,13 @@ class Decoder:
         max_event = self._max_event
         pos = 0
         end = len(text)
+        last = end - 1  # text ends with LF: an LF before it may be followed by a blank line
         clean = not self._data and not self._type and self._event_retry is None
         while pos < end:
             if clean:
                 head = None
-                if text.startswith("data: ", pos):
+                # Indexing one character first is much cheaper than a failing startswith.
+                if text[pos] == "d" and text.startswith("data: ", pos):
                     run = _SIMPLE_RUN.match(text, pos)
                     if run is not None:
                         if self._bulk(text[pos : run.end() - 2].split("\n\n"), events) < 0:
@@ -229,7 +231,7 @@ class Decoder:
                 if head is not None:
                     start = head.end()
                     nl = text.index("\n", start)
-                    if text.startswith("\n", nl + 1) and nl - start < max_event:
+                    if nl < last and text[nl + 1] == "\n" and nl - start < max_event:
                         id_value, type_value = head.groups()
                         if id_value is None:
                             id_value = self._id_buffer
