@@ -47,6 +47,7 @@ _OPTION_KEYS = {
     "SSE_MAX_LAST_EVENT_ID_LENGTH": "max_last_event_id_length",
     "SSE_MAX_CONNECTIONS": "max_connections",
     "SSE_RETRY_AFTER": "retry_after",
+    "SSE_BUSY": "busy",
     "SSE_WRITE_TIMEOUT": "write_timeout",
     "SSE_CORS_ORIGINS": "cors_origins",
     "SSE_CORS_CREDENTIALS": "cors_credentials",

@@ -34,7 +34,9 @@ Wire conventions:
   Werkzeug; waitress buffers such output itself).
 - Errors: 400 for a bad channel list or an oversized ``Last-Event-ID``, 403 when the
   authorization callback refuses a channel, 503 with ``Retry-After`` past the connection
-  limit, 405 for methods other than GET and OPTIONS (the CORS preflight).
+  limit (or, with ``busy="retry"``, a stream of just ``retry:`` that ends at once, so
+  browsers come back instead of giving up), 405 for methods other than GET and OPTIONS
+  (the CORS preflight).
 
 Use::
 
@@ -120,7 +122,10 @@ class Options:
 
     Times: ``heartbeat``, ``retry_after`` and ``write_timeout`` in seconds, ``retry`` and ``retry_jitter``
     in milliseconds. ``cors_origins`` is None (no CORS headers), ``"*"`` or a list of
-    origins; ``cors_credentials`` allows cookies, and needs a list.
+    origins; ``cors_credentials`` allows cookies, and needs a list. ``busy`` is what a
+    request past ``max_connections`` gets: ``"503"`` (with ``Retry-After``; a browser's
+    EventSource then gives up for good) or ``"retry"`` (a stream holding only ``retry:``,
+    1 to 2 times ``retry_after``, so every EventSource comes back later by itself).
     """
 
     heartbeat: float = 15.0
@@ -135,6 +140,7 @@ class Options:
     max_last_event_id_length: int = 256
     max_connections: int | None = 1000
     retry_after: int = 5
+    busy: str = "503"
     write_timeout: float | None = 30.0
     cors_origins: str | tuple[str, ...] | None = None
     cors_credentials: bool = False
@@ -152,6 +158,8 @@ class Options:
             value = getattr(self, name)
             if value is not None and (type(value) is not int or value < (0 if name == "retry_jitter" else 1)):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.busy not in ("503", "retry"):
+            raise ValueError(f'busy must be "503" or "retry", got {self.busy!r}')
         if isinstance(self.cors_origins, (list, set)):
             object.__setattr__(self, "cors_origins", tuple(self.cors_origins))
         if self.cors_credentials and (self.cors_origins is None or "*" in self.cors_origins):
@@ -567,8 +575,16 @@ class EventStreamApp:
             self._active -= 1
 
     def _busy(self, environ: WSGIEnvironment | None) -> Reply:
-        return self._error(environ or {}, "503 Service Unavailable", "too many open streams",
-                           [("Retry-After", str(self.options.retry_after))])
+        environ = environ or {}
+        seconds = self.options.retry_after
+        if self.options.busy == "retry":
+            # A normal end of stream: EventSource reconnects after ``retry`` with its last
+            # event id, where a 503 would fail it for good. Spread over [1, 2) x retry_after
+            # so that the clients turned away together do not come back together.
+            body = b": busy\nretry: %d\n\n" % random.randrange(seconds * 1000, seconds * 2000)
+            return Reply(EventStream.status, stream_headers() + self._cors(environ), [body])
+        return self._error(environ, "503 Service Unavailable", "too many open streams",
+                           [("Retry-After", str(seconds))])
 
     def _error(
         self, environ: WSGIEnvironment, status: str, message: str, extra: Sequence[tuple[str, str]] = ()

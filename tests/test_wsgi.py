@@ -297,9 +297,29 @@ def test_other_methods_get_405(broker: MemoryBroker) -> None:
     assert call.status == "405 Method Not Allowed" and "GET" in call.headers["Allow"]
 
 
+def test_busy_retry_turns_clients_away_with_a_retry_instead_of_a_503(broker: MemoryBroker) -> None:
+    """A 503 fails a browser's EventSource for good; ``busy="retry"`` makes it come back later."""
+    app = make(broker, max_connections=1, retry_after=2, busy="retry", cors_origins="*")
+    held = Call(app, "/?channel=a")
+    retries = set()
+    for _ in range(20):
+        busy = Call(app, "/?channel=a", last_event_id="7")
+        assert busy.status == "200 OK" and busy.headers["Content-Type"].startswith("text/event-stream")
+        assert busy.headers["Access-Control-Allow-Origin"] == "*"
+        decoder = Decoder()
+        assert [decoder.feed(chunk) for chunk in busy.body] == [[]]  # no event, and the stream ends
+        assert decoder.retry is not None and 2000 <= decoder.retry < 4000
+        retries.add(decoder.retry)
+    assert len(retries) > 1  # spread, so the clients turned away do not return together
+    assert app.active_streams == 1 and broker.subscriber_count() == 1  # none of them took a slot
+    held.close()
+    assert Call(app, "/?channel=a").status == "200 OK"
+
+
 def test_bad_options_are_refused() -> None:
     for bad in [{"heartbeat": 0}, {"retry": -1}, {"max_channels": 0}, {"max_bytes": 0},
-                {"default_channels": ("a b",)}, {"retry_jitter": -1}, {"write_timeout": 0}]:
+                {"default_channels": ("a b",)}, {"retry_jitter": -1}, {"write_timeout": 0},
+                {"busy": "429"}]:
         with pytest.raises(ValueError):
             Options(**bad)
 

@@ -1,7 +1,8 @@
 """A Flask app for fault and hostile-client tests: any broker, an authorizer, test endpoints.
 
 Environment: ``SSE_BROKER_URL`` (default: in memory), ``SSE_HEARTBEAT``,
-``SSE_QUEUE_SIZE``, ``SSE_MAX_CONNECTIONS``, ``SSE_WRITE_TIMEOUT``. Channels named
+``SSE_QUEUE_SIZE``, ``SSE_MAX_CONNECTIONS``, ``SSE_RETRY_AFTER``, ``SSE_BUSY``,
+``SSE_WRITE_TIMEOUT``. Channels named
 ``secret...`` need the header ``X-Token: letmein``. ``/publish`` answers 400 for what
 ``sse.publish`` refuses.
 """
@@ -26,9 +27,9 @@ app.config.update(
     SSE_RETRY=200,
     SSE_MAX_CONNECTIONS=int(os.environ.get("SSE_MAX_CONNECTIONS", "200")),
     SSE_QUEUE_SIZE=int(os.environ.get("SSE_QUEUE_SIZE", "1000")),
+    SSE_RETRY_AFTER=int(os.environ.get("SSE_RETRY_AFTER", "5")),
+    SSE_BUSY=os.environ.get("SSE_BUSY", "503"),
     SSE_REPLAY_SIZE=2000,
-    # Proposed: seconds a write to a client may block before the stream is cut (ignored
-    # by versions of sseproto without it; tests/test_hostile.py expects it to exist).
     SSE_WRITE_TIMEOUT=float(os.environ.get("SSE_WRITE_TIMEOUT", "30")),
 )
 sse = SSE(app)
