@@ -214,7 +214,6 @@ class Decoder:
         clean = not self._data and not self._type and self._event_retry is None
         while pos < end:
             if clean:
-                head = None
                 # Indexing one character first is much cheaper than a failing startswith.
                 if text[pos] == "d" and text.startswith("data: ", pos):
                     run = _SIMPLE_RUN.match(text, pos)
@@ -223,23 +222,32 @@ class Decoder:
                             return events
                         pos = run.end()
                         continue
-                    if text.find("\n", pos, pos + 263) < 0:
-                        # A value longer than the run pattern takes: maybe a one-line event.
-                        head = _HEAD.match(text, pos)
-                else:
-                    head = _HEAD.match(text, pos)
+                head = _HEAD.match(text, pos)
                 if head is not None:
                     start = head.end()
                     nl = text.index("\n", start)
-                    if nl < last and text[nl + 1] == "\n" and nl - start < max_event:
+                    if nl < last and text[nl + 1] == "\n":
+                        value: str | None = text[start:nl]
+                        after = nl + 2
+                    else:
+                        # Several lines: when every one is a "data: " line, the event's data
+                        # is the block with those prefixes dropped (no loop over its lines).
+                        value = None
+                        blank = text.find("\n\n", nl)
+                        if blank > 0:
+                            block = text[start:blank]
+                            if block.count("\n") == block.count("\ndata: "):
+                                value = block.replace("\ndata: ", "\n")
+                                after = blank + 2
+                    if value is not None and len(value) < max_event:
                         id_value, type_value = head.groups()
                         if id_value is None:
                             id_value = self._id_buffer
                         else:
                             self._id_buffer = id_value
                         self._last_event_id = id_value
-                        append(_tuple_new(Event, (text[start:nl], type_value or "message", id_value, None)))
-                        pos = nl + 2
+                        append(_tuple_new(Event, (value, type_value or "message", id_value, None)))
+                        pos = after
                         continue
             nl = text.index("\n", pos)
             if text.startswith("data: ", pos):
