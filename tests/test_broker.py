@@ -1,14 +1,22 @@
-"""The broker interface and the in-memory broker: ids, replay, gaps, lagging subscribers."""
+"""The broker interface, and the in-memory broker: ids, replay, gaps, lagging subscribers, waits.
+
+The tests taking ``make`` are the contract every broker keeps: they run on the in-memory
+broker and on the Redis broker (a real redis-server). tests/test_redis_broker.py has
+what only the Redis broker does.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -18,6 +26,27 @@ from hypothesis import strategies as st
 
 from sseproto import Event
 from sseproto.brokers import Broker, MemoryBroker, SubscriptionEnded, broker_from_url
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def make(request: pytest.FixtureRequest) -> Iterator[Callable[..., Broker]]:
+    """A factory of brokers of one kind (Redis: the session's server, keys of this test only)."""
+    made: list[Broker] = []
+    if request.param == "memory":
+        cls: Callable[..., Broker] = MemoryBroker
+    else:
+        from sseproto.brokers.redis import RedisBroker
+
+        url, prefix = request.getfixturevalue("redis_url"), f"t{uuid.uuid4().hex[:12]}:"
+        cls = functools.partial(RedisBroker, url, key_prefix=prefix)
+
+    def factory(**options: Any) -> Broker:
+        made.append(cls(**options))
+        return made[-1]
+
+    yield factory
+    for broker in made:
+        broker.close()
 
 
 def drain(sub: object, n: int) -> list[Event]:
@@ -54,13 +83,94 @@ def test_publish_keeps_an_id_it_is_given() -> None:
         assert sub.replay == [after, other]
 
 
-def test_live_events_reach_every_subscriber_of_the_channel() -> None:
-    broker = MemoryBroker()
+def test_replay_is_exactly_what_came_after_the_id(make: Callable[..., Broker]) -> None:
+    broker = make()
+    events = [broker.publish(ch, Event(str(i), event="tick", retry=100 + i)) for i, ch in enumerate("abcab")]
+    with broker.subscribe(["a", "b"], events[0].id) as sub:  # merged in id order
+        assert sub.replay == [events[1], events[3], events[4]] and sub.gap == ()
+    with broker.subscribe(["a"], events[2].id) as sub:  # an id of a channel the stream does not read
+        assert sub.replay == [events[3]]
+    with broker.subscribe(["a", "b"], events[-1].id) as sub:
+        assert sub.replay == [] and sub.gap == ()
+
+
+def test_a_channel_first_used_after_the_id_missed_nothing(make: Callable[..., Broker]) -> None:
+    broker = make()
+    first = broker.publish("a", Event("1"))
+    later = broker.publish("new", Event("2"))
+    with broker.subscribe(["a", "new", "never"], first.id) as sub:
+        assert sub.replay == [later] and sub.gap == ()
+
+
+def test_live_events_reach_every_subscriber_of_the_channel(make: Callable[..., Broker]) -> None:
+    broker = make()
+    broker.publish("a", Event("before"))  # published before the subscriptions: not theirs
     with broker.subscribe(["a"]) as s1, broker.subscribe(["a", "b"]) as s2, broker.subscribe(["b"]) as s3:
         e = broker.publish("a", Event("x"))
-        assert s1.get(5) == e and s2.get(5) == e
-        assert s3.get(0) is None
+        assert s1.get(10) == e and s2.get(10) == e
+        assert s3.get(0.05) is None
         assert s1.replay == [] and s1.gap == ()
+        assert broker.subscriber_count() == 3 and broker.subscriber_count("a") == 2
+
+
+def test_a_lagging_subscriber_is_cut_off_and_others_are_not(make: Callable[..., Broker]) -> None:
+    broker = make(queue_size=3)
+    slow = broker.subscribe(["a"])
+    fast = broker.subscribe(["a"])
+    for i in range(3):
+        broker.publish("a", Event(str(i)))
+        assert fast.get(10) is not None
+    last = broker.publish("a", Event("3"))  # the fourth unread event overflows only ``slow``
+    assert fast.get(10) == last
+    assert broker.subscriber_count("a") == 1
+    with pytest.raises(SubscriptionEnded) as ended:
+        slow.get(5)
+    assert ended.value.reason == "overflow"
+    fast.close()
+    slow.close()
+    assert broker.subscriber_count() == 0
+
+
+def test_publish_never_waits_for_a_subscriber(make: Callable[..., Broker]) -> None:
+    broker = make(queue_size=10)
+    with broker.subscribe(["a"]) as sub:
+        for i in range(300):  # nobody reads: the broker must not block
+            broker.publish("a", Event(str(i)))
+        assert wait_until(lambda: broker.subscriber_count("a") == 0)
+        with pytest.raises(SubscriptionEnded):
+            sub.get(0)
+
+
+def test_close_wakes_a_waiting_get_and_disconnect_all_ends_all(make: Callable[..., Broker]) -> None:
+    broker = make()
+    sub = broker.subscribe(["a"])
+    errors: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            sub.get(30)
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=wait)
+    t.start()
+    time.sleep(0.05)
+    sub.close()
+    t.join(10)
+    assert not t.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], SubscriptionEnded) and errors[0].reason == "closed"
+    sub.close()  # idempotent
+    subs = [broker.subscribe(["a", "b"]) for _ in range(3)]
+    assert broker.subscriber_count() == 3
+    assert broker.disconnect_all() == 3 and broker.subscriber_count() == 0
+    for s in subs:
+        with pytest.raises(SubscriptionEnded):
+            s.get(1)
+    broker.close()
+    with pytest.raises(RuntimeError):
+        broker.publish("a", Event("x"))
+    with pytest.raises(RuntimeError):
+        broker.subscribe(["a"])
 
 
 def test_get_times_out_with_none() -> None:
@@ -149,33 +259,6 @@ def test_timed_gets_work_in_a_forked_child() -> None:
         parent.join(10)
 
 
-def test_replay_is_exactly_what_came_after_the_id() -> None:
-    broker = MemoryBroker()
-    events = [broker.publish("a", Event(str(i))) for i in range(5)]
-    with broker.subscribe(["a"], events[1].id) as sub:
-        assert sub.replay == events[2:] and sub.gap == ()
-    with broker.subscribe(["a"], events[-1].id) as sub:
-        assert sub.replay == [] and sub.gap == ()
-
-
-def test_replay_merges_channels_in_id_order() -> None:
-    broker = MemoryBroker()
-    events = [broker.publish(ch, Event(str(i))) for i, ch in enumerate("abcab")]
-    with broker.subscribe(["a", "b"], events[0].id) as sub:
-        assert sub.replay == [events[1], events[3], events[4]] and sub.gap == ()
-    # An id from a channel the stream does not read still places the others.
-    with broker.subscribe(["a"], events[2].id) as sub:
-        assert sub.replay == [events[3]]
-
-
-def test_a_channel_first_used_after_the_id_missed_nothing() -> None:
-    broker = MemoryBroker()
-    first = broker.publish("a", Event("1"))
-    later = broker.publish("new", Event("2"))
-    with broker.subscribe(["a", "new", "never"], first.id) as sub:
-        assert sub.replay == [later] and sub.gap == ()
-
-
 def test_evicted_id_is_a_gap_with_the_retained_events() -> None:
     broker = MemoryBroker(replay_size=2)
     events = [broker.publish("a", Event(str(i))) for i in range(4)]
@@ -194,65 +277,6 @@ def test_unknown_ids_are_gaps_on_every_channel(last_id: str) -> None:
         assert sub.replay == [e]
 
 
-def test_a_lagging_subscriber_is_cut_off_and_others_are_not() -> None:
-    broker = MemoryBroker(queue_size=3)
-    slow = broker.subscribe(["a"])
-    fast = broker.subscribe(["a"])
-    for i in range(3):
-        broker.publish("a", Event(str(i)))
-        assert fast.get(5) is not None
-    last = broker.publish("a", Event("3"))  # the fourth unread event overflows only ``slow``
-    assert broker.subscriber_count("a") == 1
-    with pytest.raises(SubscriptionEnded) as ended:
-        slow.get(5)
-    assert ended.value.reason == "overflow"
-    assert fast.get(5) == last
-    fast.close()
-    slow.close()
-    assert broker.subscriber_count() == 0
-
-
-def test_publish_never_waits_for_a_subscriber() -> None:
-    broker = MemoryBroker(queue_size=10)
-    with broker.subscribe(["a"]) as sub:
-        for i in range(1000):  # nobody reads: the broker must not block
-            broker.publish("a", Event(str(i)))
-        with pytest.raises(SubscriptionEnded):
-            sub.get(0)
-
-
-def test_close_wakes_a_waiting_get_and_is_idempotent() -> None:
-    broker = MemoryBroker()
-    sub = broker.subscribe(["a"])
-    errors: list[BaseException] = []
-
-    def wait() -> None:
-        try:
-            sub.get(30)
-        except BaseException as exc:
-            errors.append(exc)
-
-    t = threading.Thread(target=wait)
-    t.start()
-    sub.close()
-    t.join(10)
-    assert not t.is_alive()
-    assert len(errors) == 1 and isinstance(errors[0], SubscriptionEnded) and errors[0].reason == "closed"
-    sub.close()
-    assert broker.subscriber_count() == 0
-
-
-def test_disconnect_all_ends_every_subscription() -> None:
-    broker = MemoryBroker()
-    subs = [broker.subscribe(["a", "b"]) for _ in range(3)]
-    assert broker.subscriber_count() == 3
-    assert broker.disconnect_all() == 3
-    assert broker.subscriber_count() == 0
-    for sub in subs:
-        with pytest.raises(SubscriptionEnded):
-            sub.get(5)
-
-
 def test_queued_events_are_still_read_after_a_close_by_the_broker() -> None:
     broker = MemoryBroker()
     sub = broker.subscribe(["a"])
@@ -261,15 +285,6 @@ def test_queued_events_are_still_read_after_a_close_by_the_broker() -> None:
     assert sub.get(0) == e
     with pytest.raises(SubscriptionEnded):
         sub.get(0)
-
-
-def test_closed_broker_refuses_use() -> None:
-    broker = MemoryBroker()
-    broker.close()
-    with pytest.raises(RuntimeError):
-        broker.publish("a", Event("x"))
-    with pytest.raises(RuntimeError):
-        broker.subscribe(["a"])
 
 
 def test_bad_settings_are_refused() -> None:

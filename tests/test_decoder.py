@@ -123,9 +123,9 @@ FIXTURES: list[tuple[str, bytes, list[Event], str, int | None]] = [
     ("utf8", "data: é✓😀\n\n".encode(), [Event("é✓😀", id="")], "", None),
     ("invalid-utf8", b"data: a\xffb\xe2\x82\n\n", [Event("a\ufffdb\ufffd", id="")], "", None),
     ("no-breaks", "data: \u2028\x0b\x0c\x85\n\n".encode(), [Event("\u2028\x0b\x0c\x85", id="")], "", None),
-    ("data-block", b"id: 3\nevent: t\ndata: a\ndata: \ndata:  b\n\n", [Event("a\n\n b", "t", "3")], "3", None),
-    ("data-block-mixed", b"data: a\ndata:b\nid: 4\n: c\ndata: d\n\n", [Event("a\nb\nd", id="4")], "4", None),
-    ("data-block-retry", b"data: a\nretry: 9\ndata: b\n\n", [Event("a\nb", id="")], "", 9),
+    ("block", b"id: 3\nevent: t\ndata: a\ndata: \ndata:  b\n\n", [Event("a\n\n b", "t", "3")], "3", None),
+    ("block-mixed", b"data: a\ndata:b\nid: 4\n: c\ndata: d\n\n", [Event("a\nb\nd", id="4")], "4", None),
+    ("block-retry", b"data: a\nretry: 9\ndata: b\n\n", [Event("a\nb", id="")], "", 9),
 ]
 
 

@@ -1,4 +1,7 @@
-"""The Redis broker against real redis-server processes: ids, replay, gaps, fan-out, faults, gevent."""
+"""The Redis broker against real redis-server processes: ids, replay, gaps, fan-out, faults, gevent.
+
+The contract it shares with the in-memory broker is tested on both in tests/test_broker.py.
+"""
 
 from __future__ import annotations
 
@@ -204,25 +207,6 @@ def test_an_event_of_one_channel_resumes_the_others_within_one_millisecond(
         assert sub.replay == events[6:] and drain(sub, 1) == [live]
 
 
-def test_replay_is_exactly_what_came_after_the_id(make: Callable[..., RedisBroker]) -> None:
-    broker = make()
-    events = [broker.publish(ch, Event(str(i), event="tick", retry=100 + i)) for i, ch in enumerate("abcab")]
-    with broker.subscribe(["a", "b"], events[0].id) as sub:
-        assert sub.replay == [events[1], events[3], events[4]] and sub.gap == ()
-    with broker.subscribe(["a"], events[2].id) as sub:  # an id of a channel the stream does not read
-        assert sub.replay == [events[3]]
-    with broker.subscribe(["a", "b"], events[-1].id) as sub:
-        assert sub.replay == [] and sub.gap == ()
-
-
-def test_a_channel_first_used_after_the_id_missed_nothing(make: Callable[..., RedisBroker]) -> None:
-    broker = make()
-    first = broker.publish("a", Event("1"))
-    later = broker.publish("new", Event("2"))
-    with broker.subscribe(["a", "new", "never"], first.id) as sub:
-        assert sub.replay == [later] and sub.gap == ()
-
-
 @pytest.mark.parametrize("last_id", ["bogus", "1-0", "99999999999999-0", "1700000000000000", "5-x"])
 def test_ids_this_redis_never_gave_are_gaps_on_every_channel(
     make: Callable[..., RedisBroker], last_id: str
@@ -291,7 +275,9 @@ def test_ids_the_publisher_chose_are_kept_and_resume_every_channel(make: Callabl
 # -- live fan-out -------------------------------------------------------------------------
 
 
-def test_live_events_reach_every_subscriber_of_the_channel(make: Callable[..., RedisBroker]) -> None:
+def test_events_published_through_another_connection_reach_every_subscriber(
+    make: Callable[..., RedisBroker],
+) -> None:
     broker, elsewhere = make(), make()
     elsewhere.publish("a", Event("before"))  # published before the subscriptions: not theirs
     with broker.subscribe(["a"]) as s1, broker.subscribe(["a", "b"]) as s2, broker.subscribe(["b"]) as s3:
@@ -300,65 +286,6 @@ def test_live_events_reach_every_subscriber_of_the_channel(make: Callable[..., R
         assert s3.get(0.05) is None
         assert s1.replay == [] and s1.gap == ()
         assert broker.subscriber_count() == 3 and broker.subscriber_count("a") == 2
-
-
-def test_a_lagging_subscriber_is_cut_off_and_others_are_not(make: Callable[..., RedisBroker]) -> None:
-    broker = make(queue_size=3)
-    slow = broker.subscribe(["a"])
-    fast = broker.subscribe(["a"])
-    for i in range(3):
-        broker.publish("a", Event(str(i)))
-        assert fast.get(10) is not None
-    last = broker.publish("a", Event("3"))
-    assert fast.get(10) == last
-    assert broker.subscriber_count("a") == 1
-    with pytest.raises(SubscriptionEnded) as ended:
-        slow.get(5)
-    assert ended.value.reason == "overflow"
-    fast.close()
-    slow.close()
-    assert broker.subscriber_count() == 0
-
-
-def test_publish_never_waits_for_a_subscriber(make: Callable[..., RedisBroker]) -> None:
-    broker = make(queue_size=10)
-    with broker.subscribe(["a"]) as sub:
-        for i in range(300):  # nobody reads
-            broker.publish("a", Event(str(i)))
-        assert wait_until(lambda: broker.subscriber_count("a") == 0)
-        with pytest.raises(SubscriptionEnded):
-            sub.get(0)
-
-
-def test_close_wakes_a_waiting_get_and_disconnect_all_ends_all(make: Callable[..., RedisBroker]) -> None:
-    broker = make()
-    sub = broker.subscribe(["a"])
-    errors: list[BaseException] = []
-
-    def wait() -> None:
-        try:
-            sub.get(30)
-        except BaseException as exc:
-            errors.append(exc)
-
-    t = threading.Thread(target=wait)
-    t.start()
-    time.sleep(0.05)
-    sub.close()
-    t.join(10)
-    assert not t.is_alive()
-    assert len(errors) == 1 and isinstance(errors[0], SubscriptionEnded) and errors[0].reason == "closed"
-    sub.close()
-    subs = [broker.subscribe(["a", "b"]) for _ in range(3)]
-    assert broker.disconnect_all() == 3 and broker.subscriber_count() == 0
-    for s in subs:
-        with pytest.raises(SubscriptionEnded):
-            s.get(1)
-    broker.close()
-    with pytest.raises(RuntimeError):
-        broker.publish("a", Event("x"))
-    with pytest.raises(RuntimeError):
-        broker.subscribe(["a"])
 
 
 def test_bad_settings_are_refused(redis_url: str) -> None:
