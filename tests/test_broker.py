@@ -1,7 +1,7 @@
 """The broker interface, and the in-memory broker: ids, replay, gaps, lagging subscribers, waits.
 
 The tests taking ``make`` are the contract every broker keeps: they run on the in-memory
-broker and on the Redis broker (a real redis-server). tests/test_redis_broker.py has
+broker and on the Redis broker (real redis-server and valkey-server processes). tests/test_redis_broker.py has
 what only the Redis broker does.
 """
 
@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import wait_until
+from conftest import STORES, wait_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,16 +28,17 @@ from sseproto import Event
 from sseproto.brokers import Broker, MemoryBroker, SubscriptionEnded, broker_from_url
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["memory", *(pytest.param(kind, marks=pytest.mark.redis) for kind in STORES)])
 def make(request: pytest.FixtureRequest) -> Iterator[Callable[..., Broker]]:
-    """A factory of brokers of one kind (Redis: the session's server, keys of this test only)."""
+    """A factory of brokers of one kind (Redis broker: on the session's redis-server or
+    valkey-server, with keys of this test only)."""
     made: list[Broker] = []
     if request.param == "memory":
         cls: Callable[..., Broker] = MemoryBroker
     else:
         from sseproto.brokers.redis import RedisBroker
 
-        url, prefix = request.getfixturevalue("redis_url"), f"t{uuid.uuid4().hex[:12]}:"
+        url, prefix = request.getfixturevalue(f"{request.param}_url"), f"t{uuid.uuid4().hex[:12]}:"
         cls = functools.partial(RedisBroker, url, key_prefix=prefix)
 
     def factory(**options: Any) -> Broker:

@@ -6,7 +6,8 @@ posts M events straight to the server (gunicorn in a subprocess, app
 tests/apps/fault_app.py). Clients resume with ``Last-Event-ID``; at the end each must
 hold exactly the published events, each once, in order. Clients: sseproto's
 ``EventSource`` (threads of this process), and in headless Chromium the polyfill and
-the native ``EventSource`` side by side in one page. Brokers: in memory, and Redis.
+the native ``EventSource`` side by side in one page. Brokers: in memory, and Redis (on
+redis-server and on valkey-server).
 
 Run with ``-s`` to see the figures (tabulated in docs/RELIABILITY.md).
 """
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 from chaos_proxy import ChaosProxy
+from conftest import STORES
 from servers import Server, running
 
 from sseproto.client import EventSource
@@ -34,12 +36,12 @@ PAUSE = 0.04
 PAGES = 2
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["memory", *(pytest.param(kind, marks=pytest.mark.redis) for kind in STORES)])
 def broker_url(request: pytest.FixtureRequest) -> str | None:
-    """None for the in-memory broker, else the URL of a real redis-server."""
+    """None for the in-memory broker, else the URL of a real redis-server or valkey-server."""
     if request.param == "memory":
         return None
-    return str(request.getfixturevalue("redis_url"))
+    return str(request.getfixturevalue(f"{request.param}_url"))
 
 
 def publish_slowly(server: Server, channel: str) -> list[tuple[str, str]]:
@@ -68,7 +70,8 @@ def tally(name: str, sent: list[tuple[str, str]], received: dict[str, list[tuple
 
 
 @pytest.mark.timeout(90)
-def test_python_clients_lose_nothing_through_random_cuts(broker_url: str | None) -> None:
+def test_python_clients_lose_nothing_through_random_cuts(broker_url: str | None,
+                                                        request: pytest.FixtureRequest) -> None:
     channel = "chaos-" + uuid.uuid4().hex[:8]
     started = time.monotonic()
     with running("gunicorn-gthread", broker_url) as server, ChaosProxy(server.port, seed=7) as proxy:
@@ -102,8 +105,8 @@ def test_python_clients_lose_nothing_through_random_cuts(broker_url: str | None)
                 source.close()
             for reader in readers:
                 reader.join(5)
-        tally(f"python x{N_CLIENTS} gthread {'redis' if broker_url else 'memory'}", sent, received, proxy,
-              time.monotonic() - started)
+        broker = request.node.callspec.params["broker_url"]
+        tally(f"python x{N_CLIENTS} gthread {broker}", sent, received, proxy, time.monotonic() - started)
         assert not any(reader.is_alive() for reader in readers)
         assert proxy.cut >= N_CLIENTS  # every client was cut at least once on average
         assert gaps == []
@@ -113,7 +116,9 @@ def test_python_clients_lose_nothing_through_random_cuts(broker_url: str | None)
 
 @pytest.mark.browser
 @pytest.mark.timeout(90)
-def test_polyfill_and_native_lose_nothing_through_random_cuts(browser: Any, broker_url: str | None) -> None:
+def test_polyfill_and_native_lose_nothing_through_random_cuts(
+    browser: Any, broker_url: str | None, request: pytest.FixtureRequest
+) -> None:
     channel = "chaos-" + uuid.uuid4().hex[:8]
     started = time.monotonic()
     with running("gunicorn-gevent", broker_url) as server, ChaosProxy(server.port, seed=11) as proxy:
@@ -147,7 +152,7 @@ def test_polyfill_and_native_lose_nothing_through_random_cuts(browser: Any, brok
         received = {f"{name}{n}": [(i, d) for i, d in got[name]]
                     for n, (got, _, _) in enumerate(results) for name in ("poly", "native")}
         opens = {f"{name}{n}": count for n, (_, _, o) in enumerate(results) for name, count in o.items()}
-        broker = "redis" if broker_url else "memory"
+        broker = request.node.callspec.params["broker_url"]
         tally(f"chromium {PAGES}x(polyfill+native) gevent {broker} opens={opens}", sent, received, proxy,
               time.monotonic() - started)
         assert all(count >= 2 for count in opens.values())  # every source was cut and came back

@@ -1,4 +1,5 @@
-"""The Redis broker against real redis-server processes: ids, replay, gaps, fan-out, faults, gevent.
+"""The Redis broker against real redis-server and valkey-server processes: ids, replay, gaps,
+fan-out, faults, gevent.
 
 The contract it shares with the in-memory broker is tested on both in tests/test_broker.py.
 """
@@ -6,21 +7,17 @@ The contract it shares with the in-memory broker is tested on both in tests/test
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 import redis
-from conftest import ROOT, free_port, missing, wait_for_port, wait_until
+from conftest import ROOT, STORES, RedisServer, running_store, wait_until
 
 from sseproto import Event
 from sseproto.brokers import Broker, BrokerUnavailable, SubscriptionEnded, broker_from_url
@@ -29,74 +26,23 @@ from sseproto.brokers.redis import RedisBroker, RedisSubscription
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(120)]
 
 
-class RedisServer:
-    """A private redis-server that a test can stop and start again on the same port and data."""
-
-    def __init__(self, persistent: bool) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            missing("redis-server")
-        self.binary = str(binary)
-        self.persistent = persistent
-        self.dir = Path(tempfile.mkdtemp(prefix="sseproto-redis-"))
-        self.socket = self.dir / "redis.sock"
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-                "--unixsocket", str(self.socket), "--unixsocketperm", "700", "--save", ""]
-        if self.persistent:
-            args += ["--appendonly", "yes", "--appendfsync", "always"]
-        else:
-            args += ["--appendonly", "no"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port, self.proc)
-        client = redis.Redis.from_url(self.url)
-        try:
-            for _ in range(200):  # the data set loads after the port opens (bounded)
-                try:
-                    client.ping()
-                    return
-                except redis.BusyLoadingError:
-                    time.sleep(0.05)
-            raise TimeoutError("redis-server kept loading")
-        finally:
-            client.close()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-    def pause(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGCONT)
-
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
+@pytest.fixture(scope="module", params=STORES)
+def store(request: pytest.FixtureRequest) -> str:
+    """Which server this module's tests run on: every test runs on redis-server and on valkey-server."""
+    return str(request.param)
 
 
 @pytest.fixture
-def own_redis(request: pytest.FixtureRequest) -> Iterator[RedisServer]:
-    """A private redis-server of one test; ``persistent`` (indirect param) turns on fsync'd AOF."""
-    server = RedisServer(persistent=getattr(request, "param", True))
-    server.start()
-    try:
+def store_url(store: str, request: pytest.FixtureRequest) -> str:
+    """The session's server of that kind."""
+    return str(request.getfixturevalue(f"{store}_url"))
+
+
+@pytest.fixture
+def own_redis(store: str, request: pytest.FixtureRequest) -> Iterator[RedisServer]:
+    """A private server of one test; ``persistent`` (indirect param) turns on fsync'd AOF."""
+    with running_store(store, persistent=getattr(request, "param", True)) as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture
@@ -106,11 +52,11 @@ def prefix() -> str:
 
 
 @pytest.fixture
-def make(redis_url: str, prefix: str) -> Iterator[Callable[..., RedisBroker]]:
+def make(store_url: str, prefix: str) -> Iterator[Callable[..., RedisBroker]]:
     """Brokers on the session's Redis under the test's key prefix, closed afterwards."""
     made: list[RedisBroker] = []
 
-    def factory(url: str = redis_url, **options: object) -> RedisBroker:
+    def factory(url: str = store_url, **options: object) -> RedisBroker:
         options.setdefault("key_prefix", prefix)
         broker = RedisBroker(url, **options)  # type: ignore[arg-type]
         made.append(broker)
@@ -140,8 +86,8 @@ def stream_key(id: str | None) -> tuple[int, int]:
 # -- ids and replay -----------------------------------------------------------------------
 
 
-def test_broker_from_url_makes_a_redis_broker_with_the_shared_options(redis_url: str) -> None:
-    broker = broker_from_url(redis_url, queue_size=7, replay_size=8, replay_max_age=9.5)
+def test_broker_from_url_makes_a_redis_broker_with_the_shared_options(store_url: str) -> None:
+    broker = broker_from_url(store_url, queue_size=7, replay_size=8, replay_max_age=9.5)
     try:
         assert isinstance(broker, RedisBroker)
         assert (broker.queue_size, broker.replay_size, broker.replay_max_age) == (7, 8, 9.5)
@@ -185,14 +131,14 @@ def test_ids_from_concurrent_publishers_are_totally_ordered(make: Callable[..., 
 
 
 def test_an_event_of_one_channel_resumes_the_others_within_one_millisecond(
-    make: Callable[..., RedisBroker], redis_url: str, prefix: str
+    make: Callable[..., RedisBroker], store_url: str, prefix: str
 ) -> None:
     """The tie that loses events with per-stream ids: A's event and B's event in one millisecond.
 
     The clock is set a minute ahead (as after Redis's clock stepped back), so every event
     below gets the same millisecond: only the sequence tells them apart, across channels.
     """
-    admin = redis.Redis.from_url(redis_url, decode_responses=True)
+    admin = redis.Redis.from_url(store_url, decode_responses=True)
     ahead = int(admin.time()[0]) * 1000 + 60_000
     admin.hset(prefix + "clock", mapping={"ms": ahead, "seq": 0, "n": 0, "floor": f"{ahead}-0"})
     admin.close()
@@ -288,14 +234,14 @@ def test_events_published_through_another_connection_reach_every_subscriber(
         assert broker.subscriber_count() == 3 and broker.subscriber_count("a") == 2
 
 
-def test_bad_settings_are_refused(redis_url: str) -> None:
+def test_bad_settings_are_refused(store_url: str) -> None:
     for options in ({"queue_size": 0}, {"replay_size": 0}, {"feed_size": 0}, {"pool_size": 0},
                     {"replay_max_age": 0}, {"block": 0}):
         with pytest.raises(ValueError):
-            RedisBroker(redis_url, **options)  # type: ignore[arg-type]
+            RedisBroker(store_url, **options)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         RedisBroker("http://127.0.0.1/")
-    broker = RedisBroker(redis_url)
+    broker = RedisBroker(store_url)
     with pytest.raises(ValueError):
         broker.subscribe([])
     with pytest.raises(ValueError):
@@ -346,7 +292,7 @@ def test_subscribing_while_publishing_loses_and_repeats_nothing(make: Callable[.
 
 
 def test_200_subscribers_share_a_constant_number_of_connections(
-    make: Callable[..., RedisBroker], redis_url: str
+    make: Callable[..., RedisBroker], store_url: str
 ) -> None:
     name = f"sseproto-{uuid.uuid4().hex[:8]}"
     broker = make(client_name=name, pool_size=4)
@@ -370,7 +316,7 @@ def test_200_subscribers_share_a_constant_number_of_connections(
     assert len(subs) == 200 and all(s.replay == [missed] for s in subs)
     live = broker.publish("a", Event("live"))
     assert all(s.get(10) == live for s in subs)
-    admin = redis.Redis.from_url(redis_url, decode_responses=True)
+    admin = redis.Redis.from_url(store_url, decode_responses=True)
     try:
         ours = [c for c in admin.client_list() if c.get("name") == name]
     finally:
@@ -487,7 +433,7 @@ def test_unix_socket_url(own_redis: RedisServer, prefix: str) -> None:
         broker.close()
 
 
-def test_listener_does_not_block_gevent(redis_url: str, prefix: str) -> None:
+def test_listener_does_not_block_gevent(store_url: str, prefix: str) -> None:
     """Under gevent's monkey-patching the listener is a greenlet: waits yield, events arrive."""
     pytest.importorskip("gevent")
     script = textwrap.dedent(
@@ -527,6 +473,6 @@ def test_listener_does_not_block_gevent(redis_url: str, prefix: str) -> None:
         """
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", script, redis_url, prefix], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", script, store_url, prefix], capture_output=True, text=True,
                          timeout=60, env=env)
     assert out.stdout.strip() == "ok", out.stderr

@@ -1,4 +1,4 @@
-"""Several server processes on one Redis: gunicorn gthread (two workers) and gunicorn gevent.
+"""Several server processes on one Redis (or Valkey): gunicorn gthread (two workers) and gevent.
 
 Events are published over HTTP through one server; every client of every process must get
 every event exactly once, also when clients move to another process with Last-Event-ID,
@@ -19,9 +19,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from conftest import wait_for_port, wait_until
+from conftest import STORES, running_store, wait_for_port, wait_until
 from servers import Server, spawn, stop
-from test_redis_broker import RedisServer
 
 from sseproto import Decoder, Event
 from sseproto.client import OPEN, EventSource
@@ -46,9 +45,15 @@ def running(broker_url: str) -> Iterator[list[Server]]:
         stop(*servers)
 
 
+@pytest.fixture(scope="module", params=STORES)
+def store_url(request: pytest.FixtureRequest) -> str:
+    """The session's redis-server, then its valkey-server: every test here runs on both."""
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
 @pytest.fixture(scope="module")
-def servers(redis_url: str) -> Iterator[list[Server]]:
-    with running(redis_url) as both:
+def servers(store_url: str) -> Iterator[list[Server]]:
+    with running(store_url) as both:
         yield both
 
 
@@ -161,7 +166,7 @@ def open_raw(server: Server, path: str) -> http.client.HTTPResponse:
     return resp
 
 
-def test_connections_per_process_do_not_grow_with_streams(servers: list[Server], redis_url: str) -> None:
+def test_connections_per_process_do_not_grow_with_streams(servers: list[Server], store_url: str) -> None:
     channel = f"many-{uuid.uuid4().hex[:8]}"
     streams = [open_raw(servers[i % 2], f"/sse/stream?channel={channel}") for i in range(150)]
     try:
@@ -175,7 +180,7 @@ def test_connections_per_process_do_not_grow_with_streams(servers: list[Server],
                 if got:
                     break
             assert [e.data for e in got] == ["to all"]
-        redis_port = int(urlsplit(redis_url).port or 6379)
+        redis_port = int(urlsplit(store_url).port or 6379)
         per_worker = {pid: redis_connections(pid, redis_port) for s in servers for pid in s.workers()}
         assert len(per_worker) == 3, per_worker
         # One listener plus at most a pool of 4 per process, for 150 streams (a gthread
@@ -217,12 +222,11 @@ class RawStream:
         self.conn.close()
 
 
-def test_redis_restart_under_running_servers_loses_nothing() -> None:
-    redis_server = RedisServer(persistent=True)
-    redis_server.start()
+@pytest.mark.parametrize("kind", STORES)
+def test_redis_restart_under_running_servers_loses_nothing(kind: str) -> None:
     streams: list[RawStream] = []
-    try:
-        with running(redis_server.url) as servers:
+    with running_store(kind, persistent=True) as redis_server, running(redis_server.url) as servers:
+        try:
             path = "/sse/stream?channel=restart"
             streams = [RawStream(servers[i % 2], path) for i in range(6)]
             first = servers[0].publish("e0", "restart").json()["id"]
@@ -258,9 +262,6 @@ def test_redis_restart_under_running_servers_loses_nothing() -> None:
             streams.append(late)
             assert wait_until(lambda: len(late.events) >= 4, 20)
             assert [e.data for e in late.events] == ["e1", "e2", "e3", "e4"]
+        finally:
             for s in streams:
                 s.close()
-    finally:
-        for s in streams:
-            s.close()
-        redis_server.close()
