@@ -49,7 +49,7 @@ class Server:
 
     def publish_ids(self, data: object, channel: str, repeat: int = 1, *,
                     event: str | None = None) -> list[str]:
-        """The ids of ``repeat`` new events (not with redis_app: it publishes one and answers its id)."""
+        """The ids of ``repeat`` new events."""
         r = self.publish(data, channel, event=event, repeat=repeat)
         r.raise_for_status()
         return [str(i) for i in r.json()["ids"]]

@@ -26,7 +26,7 @@ from sseproto import Decoder, Event
 from sseproto.client import OPEN, EventSource
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(120)]
-APP = "apps.redis_app"
+SETTINGS = {"SSE_HEARTBEAT": "0.3", "SSE_MAX_CONNECTIONS": "500"}  # of tests/apps/fault_app.py
 
 
 @contextlib.contextmanager
@@ -34,10 +34,8 @@ def running(broker_url: str) -> Iterator[list[Server]]:
     """gunicorn gthread (two workers) and gevent on ``broker_url``, started and stopped together."""
     servers: list[Server] = []
     try:
-        servers.append(spawn("gunicorn-gthread", broker_url, app=APP, workers=2, threads=100, wait=False,
-                             SSE_HEARTBEAT="0.3"))
-        servers.append(spawn("gunicorn-gevent", broker_url, app=APP, connections=500, wait=False,
-                             SSE_HEARTBEAT="0.3"))
+        servers.append(spawn("gunicorn-gthread", broker_url, workers=2, threads=100, wait=False, **SETTINGS))
+        servers.append(spawn("gunicorn-gevent", broker_url, connections=500, wait=False, **SETTINGS))
         for server in servers:
             wait_for_port(server.port, server.proc)
         yield servers
