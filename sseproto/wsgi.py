@@ -80,7 +80,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 from urllib.parse import parse_qsl
 
 from ._event import Event
@@ -140,7 +140,7 @@ class Options:
     max_last_event_id_length: int = 256
     max_connections: int | None = 1000
     retry_after: int = 5
-    busy: str = "503"
+    busy: Literal["503", "retry"] = "503"
     write_timeout: float | None = 30.0
     cors_origins: str | tuple[str, ...] | None = None
     cors_credentials: bool = False
