@@ -62,7 +62,8 @@ number of workers and servers.
 - waitress: ``--threads N`` and ``--channel-request-lookahead=1`` (without it a vanished
   client is noticed only when a write fails, up to two heartbeats later). Waitress 3
   sends each chunk at once; older versions need ``send_bytes=1``.
-- Behind nginx, ``X-Accel-Buffering: no`` turns off its buffering for the stream; keep
+- Behind nginx, ``X-Accel-Buffering: no`` turns off its buffering for the stream (do not
+  make nginx ignore it: buffered, events wait and a vanished client keeps its slot); keep
   ``proxy_read_timeout`` above the heartbeat.
 """
 

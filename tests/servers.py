@@ -2,13 +2,17 @@
 
 Each runs one of the small apps in tests/apps/ (``app`` names its module; each module
 serves ``app``); tests reach its endpoints ``/publish``, ``/count`` and ``/end`` over HTTP.
+Also the clients of the slowloris tests: connections that never finish their headers,
+and healthy ones that open streams until refused.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -141,3 +145,51 @@ def running(name: str, broker_url: str | None = None, **options: Any) -> Iterato
         yield server
     finally:
         stop(server)
+
+
+@contextmanager
+def slow_headers(port: int, count: int) -> Iterator[list[socket.socket]]:
+    """``count`` connections to ``port`` that send request headers one byte per socket every
+    0.1 s and never finish them (slowloris); they are all in and trickling when this yields."""
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(count)]
+    request_line = b"GET /sse/stream?channel=loris HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000
+    done = threading.Event()
+
+    def trickle() -> None:
+        for i in range(len(request_line)):  # never a blank line
+            for sock in socks:
+                try:
+                    sock.sendall(request_line[i : i + 1])
+                except OSError:
+                    pass
+            if done.wait(0.1):
+                return
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        time.sleep(1.0)  # every thread of a gthread worker is now reading headers
+        yield socks
+    finally:
+        done.set()
+        thread.join(5)
+        for sock in socks:
+            sock.close()
+
+
+def open_until_refused(port: int, channel: str, most: int) -> tuple[list[int], bytes, list[socket.socket]]:
+    """Open streams of ``channel`` one by one, at most ``most``, until one is refused: the
+    statuses, the refusing response's head, and the open streams' sockets (to close)."""
+    answers: list[int] = []
+    streams: list[socket.socket] = []
+    for _ in range(most):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=3)
+        sock.sendall(f"GET /sse/stream?channel={channel} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        head = sock.recv(65536)
+        assert head, "the server hung up"
+        answers.append(int(head.split(b" ", 2)[1]))
+        if answers[-1] != 200:
+            sock.close()
+            return answers, head, streams
+        streams.append(sock)
+    return answers, b"", streams

@@ -26,7 +26,7 @@ import pytest
 import requests
 from chaos_proxy import ChaosProxy
 from conftest import wait_until
-from servers import SERVERS, Server, running, spawn, stop
+from servers import SERVERS, Server, open_until_refused, running, slow_headers, spawn, stop
 
 from sseproto import Decoder, Event
 from sseproto.client import EventSource
@@ -282,7 +282,7 @@ def test_refused_channels_leak_nothing_with_redis(redis_url: str) -> None:
 SLOWLORIS_GTHREAD = (
     "gunicorn gthread reads request headers in its worker threads: more slow-header connections than "
     "--threads, and a new client waits (the app is never reached, so no 503 is possible). Run it behind "
-    "a proxy that buffers requests (nginx), or use the gevent worker"
+    "a proxy that buffers requests (nginx: tests/test_proxy.py), or use the gevent worker"
 )
 
 
@@ -338,52 +338,22 @@ def test_slowloris_leaves_room_for_healthy_clients(server: Server, request: pyte
         request.applymarker(pytest.mark.xfail(strict=True, reason=SLOWLORIS_GTHREAD))
     # More slow sockets than gthread's threads, fewer than waitress's connection limit (100):
     # past its own connection cap every server stops accepting, whatever the app does.
-    trickling = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(THREADS + 2)]
     idle = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(10)]
-    request_line = b"GET /sse/stream?channel=loris HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000
-    stop_trickle = threading.Event()
-
-    def trickle() -> None:
-        for i in range(len(request_line)):  # one byte per socket every 0.1 s; never a blank line
-            for sock in trickling:
-                try:
-                    sock.sendall(request_line[i : i + 1])
-                except OSError:
-                    pass
-            if stop_trickle.wait(0.1):
-                return
-
-    thread = threading.Thread(target=trickle, daemon=True)
-    thread.start()
     streams: list[socket.socket] = []
     try:
-        time.sleep(1.0)  # the slow sockets are in: every thread of a gthread worker is reading headers
-        channel = "healthy-" + uid()
-        answers: list[int] = []
-        retry_after = None
-        for _ in range(LIMIT + 1):
-            sock = socket.create_connection(("127.0.0.1", server.port), timeout=3)
-            sock.sendall(f"GET /sse/stream?channel={channel} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-            head = sock.recv(65536)
-            assert head, "the server hung up"
-            answers.append(int(head.split(b" ", 2)[1]))
-            if answers[-1] == 503:
-                retry_after = [line for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"retry-after:")]
-                sock.close()
-                break
-            streams.append(sock)
-        status = server.status(channel)
-        print(f"\nSLOWLORIS {server.name}: slow={len(trickling)} idle={len(idle)} "
-              f"healthy_200={answers.count(200)} then={answers[-1]} retry_after={retry_after} "
-              f"streams={status['streams']}")
-        assert answers == [200] * LIMIT + [503]
-        assert retry_after == [b"Retry-After: 5"]
-        assert status["streams"] == LIMIT  # the slow sockets hold no stream slot
+        with slow_headers(server.port, THREADS + 2) as trickling:
+            channel = "healthy-" + uid()
+            answers, head, streams = open_until_refused(server.port, channel, LIMIT + 1)
+            retry_after = [line for line in head.split(b"\r\n") if line.lower().startswith(b"retry-after:")]
+            status = server.status(channel)
+            print(f"\nSLOWLORIS {server.name}: slow={len(trickling)} idle={len(idle)} "
+                  f"healthy_200={answers.count(200)} then={answers[-1]} retry_after={retry_after} "
+                  f"streams={status['streams']}")
+            assert answers == [200] * LIMIT + [503]
+            assert retry_after == [b"Retry-After: 5"]
+            assert status["streams"] == LIMIT  # the slow sockets hold no stream slot
     finally:
-        stop_trickle.set()
-        thread.join(5)
-        for sock in trickling + idle + streams:
+        for sock in idle + streams:
             sock.close()
     assert server.wait_for("streams", 0) == 0
 
