@@ -41,6 +41,7 @@ _OPTION_KEYS = {
     "SSE_RETRY_JITTER": "retry_jitter",
     "SSE_PADDING": "padding",
     "SSE_MAX_BYTES": "max_bytes",
+    "SSE_MAX_DURATION": "max_duration",
     "SSE_MAX_CHANNELS": "max_channels",
     "SSE_MAX_CHANNEL_LENGTH": "max_channel_length",
     "SSE_CHANNEL_PATTERN": "channel_pattern",

@@ -29,6 +29,10 @@ Wire conventions:
   stream at the first event boundary past that many bytes (not counting the opening
   padding and ``retry:``), so XHR-based polyfills, whose response text grows without
   end, reconnect and resume with nothing lost.
+- ``max_duration`` ends every stream after that many seconds (at random between 0.75 and
+  1 times it), between events: the client reconnects with its last event id and loses
+  nothing, and the authorization callback runs again, so revoked access ends within
+  ``max_duration``; long-lived streams also spread again over new server processes.
 - A write that makes no progress for ``write_timeout`` seconds (a client that stopped
   reading, its buffers full) fails, and the server drops that connection (gunicorn and
   Werkzeug; waitress buffers such output itself).
@@ -121,12 +125,13 @@ class StartResponse(Protocol):
 class Options:
     """Settings of stream endpoints; every limit has a name and a default.
 
-    Times: ``heartbeat``, ``retry_after`` and ``write_timeout`` in seconds, ``retry`` and ``retry_jitter``
-    in milliseconds. ``cors_origins`` is None (no CORS headers), ``"*"`` or a list of
-    origins; ``cors_credentials`` allows cookies, and needs a list. ``busy`` is what a
-    request past ``max_connections`` gets: ``"503"`` (with ``Retry-After``; a browser's
-    EventSource then gives up for good) or ``"retry"`` (a stream holding only ``retry:``,
-    1 to 2 times ``retry_after``, so every EventSource comes back later by itself).
+    Times: ``heartbeat``, ``max_duration``, ``retry_after`` and ``write_timeout`` in seconds,
+    ``retry`` and ``retry_jitter`` in milliseconds. ``cors_origins`` is None (no CORS
+    headers), ``"*"`` or a list of origins; ``cors_credentials`` allows cookies, and needs
+    a list. ``busy`` is what a request past ``max_connections`` gets: ``"503"`` (with
+    ``Retry-After``; a browser's EventSource then gives up for good) or ``"retry"`` (a
+    stream holding only ``retry:``, 1 to 2 times ``retry_after``, so every EventSource
+    comes back later by itself).
     """
 
     heartbeat: float = 15.0
@@ -134,6 +139,7 @@ class Options:
     retry_jitter: int = 0
     padding: bool = False
     max_bytes: int | None = None
+    max_duration: float | None = None
     default_channels: tuple[str, ...] = ("sse",)
     max_channels: int = 16
     max_channel_length: int = 128
@@ -150,6 +156,9 @@ class Options:
     def __post_init__(self) -> None:
         if not self.heartbeat > 0:
             raise ValueError(f"heartbeat must be a positive number of seconds, got {self.heartbeat!r}")
+        if self.max_duration is not None and not self.max_duration > 0:
+            raise ValueError(f"max_duration must be a positive number of seconds or None, "
+                             f"got {self.max_duration!r}")
         if self.write_timeout is not None and not self.write_timeout > 0:
             raise ValueError(f"write_timeout must be a positive number of seconds or None, "
                              f"got {self.write_timeout!r}")
@@ -299,10 +308,11 @@ class EventStream:
 
     Sends the opening chunk at once (so the headers go out before any event), then
     ``prelude`` (replayed events), then what the source yields, with heartbeats when
-    idle. ``close()`` (which every WSGI server calls, also when the client vanished)
-    releases the source and runs ``on_close``; it also runs if the stream is collected
-    unclosed. A class rather than a generator, because a generator that never started
-    would skip its cleanup when closed.
+    idle. It ends at an event boundary past ``max_bytes`` bytes or, at random, between
+    0.75 and 1 times ``max_duration`` seconds. ``close()`` (which every WSGI server calls,
+    also when the client vanished) releases the source and runs ``on_close``; it also runs
+    if the stream is collected unclosed. A class rather than a generator, because a
+    generator that never started would skip its cleanup when closed.
     """
 
     status = "200 OK"
@@ -316,6 +326,7 @@ class EventStream:
         retry_jitter: int = 0,
         padding: bool = False,
         max_bytes: int | None = None,
+        max_duration: float | None = None,
         prelude: Iterable[Event] = (),
         disconnected: Callable[[], bool] | None = None,
         on_close: Callable[[], None] | None = None,
@@ -335,7 +346,15 @@ class EventStream:
         self._ending = False  # stop at the next call: the source ended or close() was called
         now = time.monotonic()
         self._last_write = now
-        self._next_check = now + heartbeat
+        if max_duration is None:
+            self._end_at = math.inf
+        elif max_duration > 0:
+            # Spread over the last quarter, so that streams opened together do not end together.
+            self._end_at = now + max_duration * random.uniform(0.75, 1.0)
+        else:
+            raise ValueError(f"max_duration must be a positive number of seconds or None, "
+                             f"got {max_duration!r}")
+        self._next_check = min(now + heartbeat, self._end_at)
         self._cleanup = weakref.finalize(self, _cleanup, source, on_close)
 
     @classmethod
@@ -376,10 +395,10 @@ class EventStream:
         while True:
             now = time.monotonic()
             if now >= self._next_check:
-                self._next_check = now + self._heartbeat
-                if self._disconnected is not None and self._disconnected():
+                if now >= self._end_at or (self._disconnected is not None and self._disconnected()):
                     self.close()
                     raise StopIteration
+                self._next_check = min(now + self._heartbeat, self._end_at)
             timeout = self._last_write + self._heartbeat - now
             if timeout <= 0:
                 return self._write(HEARTBEAT)
@@ -554,6 +573,7 @@ class EventStreamApp:
             "retry_jitter": options.retry_jitter,
             "padding": options.padding or _flag(environ, "padding"),
             "max_bytes": options.max_bytes,
+            "max_duration": options.max_duration,
             "disconnected": _disconnect_probe(environ),
             "on_close": self._release,
         }

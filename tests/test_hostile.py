@@ -286,6 +286,41 @@ SLOWLORIS_GTHREAD = (
 )
 
 
+def test_max_duration_moves_clients_to_new_streams_and_loses_nothing() -> None:
+    """With ``SSE_MAX_DURATION`` the server ends each stream after about a second; the client
+    comes back with its last id each time and ends with every event exactly once, in order."""
+    with running("gunicorn-gevent", SSE_MAX_DURATION="1") as server:
+        channel = "lifetime-" + uid()
+        session = requests.Session()
+        opened: list[int] = []
+        session.hooks["response"].append(lambda r, *args, **kwargs: opened.append(r.status_code))
+        received: list[str] = []
+        source = EventSource(f"{server.url}/sse/stream?channel={channel}", session=session, timeout=(5, 10))
+
+        def read() -> None:
+            for event in source:  # until closed
+                received.append(event.id or "")
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            assert server.wait_for("subscribers", 1, channel) == 1
+            ids: list[str] = []
+            for _ in range(30):  # 3 s of events, 10 per second
+                ids += server.publish_ids("x", channel)
+                time.sleep(0.1)
+            assert wait_until(lambda: len(received) >= len(ids), 10)
+            time.sleep(0.3)
+            print(f"\nLIFETIME gunicorn-gevent: published={len(ids)} received={len(received)} "
+                  f"streams={len(opened)}")
+            assert received == ids
+            assert opened.count(200) >= 3 and set(opened) == {200}
+        finally:
+            source.close()
+            reader.join(5)
+            session.close()
+
+
 @pytest.mark.browser
 @pytest.mark.parametrize("busy", ["retry", "503"])
 def test_a_browser_turned_away_at_the_limit_comes_back_only_with_busy_retry(browser: Any, busy: str) -> None:

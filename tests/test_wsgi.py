@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import tracemalloc
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -316,10 +317,33 @@ def test_busy_retry_turns_clients_away_with_a_retry_instead_of_a_503(broker: Mem
     assert Call(app, "/?channel=a").status == "200 OK"
 
 
+def test_max_duration_ends_streams_between_events_and_authorization_runs_again(broker: MemoryBroker) -> None:
+    """A stream ends after 0.75 to 1 times ``max_duration``, never inside an event; the client's
+    reconnection is authorized anew, so access revoked meanwhile is refused."""
+    allowed = [True]
+    app = EventStreamApp(broker, Options(heartbeat=0.05, max_duration=0.4),
+                         authorize=lambda environ, channel: allowed[0])
+    call = Call(app, "/?channel=a")
+    started = time.monotonic()
+    decoder = Decoder()
+    got: list[Event] = []
+    for i, chunk in enumerate(call.iter):  # ends by itself (bounded below)
+        assert chunk.endswith(b"\n")  # whole events, heartbeats and the opening only
+        got += decoder.feed(chunk)
+        broker.publish("a", Event(str(i)))
+        assert time.monotonic() - started < 5, "the stream did not end"
+    lasted = time.monotonic() - started
+    assert 0.3 <= lasted
+    assert got and [e.data for e in got] == [str(i) for i in range(len(got))]
+    assert app.active_streams == 0 and broker.subscriber_count() == 0
+    allowed[0] = False
+    assert Call(app, "/?channel=a", last_event_id=got[-1].id or "").status == "403 Forbidden"
+
+
 def test_bad_options_are_refused() -> None:
     for bad in [{"heartbeat": 0}, {"retry": -1}, {"max_channels": 0}, {"max_bytes": 0},
                 {"default_channels": ("a b",)}, {"retry_jitter": -1}, {"write_timeout": 0},
-                {"busy": "429"}]:
+                {"busy": "429"}, {"max_duration": 0}]:
         with pytest.raises(ValueError):
             Options(**bad)
 

@@ -2,7 +2,7 @@
 
 Environment: ``SSE_BROKER_URL`` (default: in memory), ``SSE_HEARTBEAT``,
 ``SSE_QUEUE_SIZE``, ``SSE_MAX_CONNECTIONS``, ``SSE_RETRY_AFTER``, ``SSE_BUSY``,
-``SSE_WRITE_TIMEOUT``. Channels named
+``SSE_WRITE_TIMEOUT``, ``SSE_MAX_DURATION``. Channels named
 ``secret...`` need the header ``X-Token: letmein``. ``/publish`` answers 400 for what
 ``sse.publish`` refuses.
 """
@@ -31,6 +31,7 @@ app.config.update(
     SSE_BUSY=os.environ.get("SSE_BUSY", "503"),
     SSE_REPLAY_SIZE=2000,
     SSE_WRITE_TIMEOUT=float(os.environ.get("SSE_WRITE_TIMEOUT", "30")),
+    SSE_MAX_DURATION=float(os.environ["SSE_MAX_DURATION"]) if os.environ.get("SSE_MAX_DURATION") else None,
 )
 sse = SSE(app)
 TOKEN = "letmein"
