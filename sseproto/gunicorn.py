@@ -23,7 +23,7 @@ import threading
 from types import FrameType
 from typing import Any
 
-from .brokers._base import LIVE
+from .brokers._base import DRAINING, LIVE
 
 __all__ = ["drain", "drain_on_sigterm", "post_worker_init", "tune_gc"]
 
@@ -32,7 +32,13 @@ YOUNG_THRESHOLD = 20_000
 
 
 def drain() -> int:
-    """End the streams of every broker in this process (they reconnect); return how many."""
+    """End the streams of this process, which is on its way out: they reconnect elsewhere.
+
+    Streams of broker channels end at once; those of generators and polling functions at
+    their next heartbeat. Requests that still reach the process (over a kept-alive
+    connection) get a stream of just ``retry:``. Returns how many subscriptions ended.
+    """
+    DRAINING.set()
     return sum(broker.disconnect_all() for broker in list(LIVE))
 
 

@@ -90,6 +90,7 @@ from urllib.parse import parse_qsl
 
 from ._event import Event
 from .brokers import Broker, Subscription, SubscriptionEnded
+from .brokers._base import DRAINING
 
 __all__ = [
     "CONTENT_TYPE",
@@ -395,7 +396,8 @@ class EventStream:
         while True:
             now = time.monotonic()
             if now >= self._next_check:
-                if now >= self._end_at or (self._disconnected is not None and self._disconnected()):
+                if (now >= self._end_at or DRAINING.is_set()
+                        or (self._disconnected is not None and self._disconnected())):
                     self.close()
                     raise StopIteration
                 self._next_check = min(now + self._heartbeat, self._end_at)
@@ -584,6 +586,8 @@ class EventStreamApp:
         return Reply(stream.status, stream.headers + self._cors(environ or {}), stream)
 
     def _admit(self) -> bool:
+        if DRAINING.is_set():
+            return False
         with self._lock:
             limit = self.options.max_connections
             if limit is not None and self._active >= limit:
@@ -598,14 +602,22 @@ class EventStreamApp:
     def _busy(self, environ: WSGIEnvironment | None) -> Reply:
         environ = environ or {}
         seconds = self.options.retry_after
+        if DRAINING.is_set():
+            # This process is going away: come back (to another one) as after a drop.
+            retry = self.options.retry if self.options.retry is not None else 3000
+            return self._come_back(environ, "draining", retry + random.randint(0, self.options.retry_jitter))
         if self.options.busy == "retry":
-            # A normal end of stream: EventSource reconnects after ``retry`` with its last
-            # event id, where a 503 would fail it for good. Spread over [1, 2) x retry_after
-            # so that the clients turned away together do not come back together.
-            body = b": busy\nretry: %d\n\n" % random.randrange(seconds * 1000, seconds * 2000)
-            return Reply(EventStream.status, stream_headers() + self._cors(environ), [body])
+            # Spread over [1, 2) x retry_after so that the clients turned away together do
+            # not come back together.
+            return self._come_back(environ, "busy", random.randrange(seconds * 1000, seconds * 2000))
         return self._error(environ, "503 Service Unavailable", "too many open streams",
                            [("Retry-After", str(seconds))])
+
+    def _come_back(self, environ: WSGIEnvironment, why: str, retry: int) -> Reply:
+        """A stream of just ``retry:`` that ends at once: EventSource reconnects after ``retry``
+        ms with its last event id, where an error status would fail it for good."""
+        body = b": %s\nretry: %d\n\n" % (why.encode(), retry)
+        return Reply(EventStream.status, stream_headers() + self._cors(environ), [body])
 
     def _error(
         self, environ: WSGIEnvironment, status: str, message: str, extra: Sequence[tuple[str, str]] = ()

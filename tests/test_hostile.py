@@ -494,6 +494,37 @@ def test_sigterm_ends_streams_and_clients_move_on(name: str, drain: bool, elsewh
     assert not reader.is_alive()
 
 
+def test_a_stream_asked_of_a_stopping_worker_is_turned_away_with_retry(tmp_path: Path) -> None:
+    """gunicorn gevent, drained on SIGTERM: a stream request that still reaches the worker
+    over a kept-alive connection gets only ``retry:`` at once, instead of a stream that
+    would hang until ``--graceful-timeout`` and then be cut."""
+    config = tmp_path / "gunicorn_drain.py"
+    config.write_text(DRAIN_CONFIG)
+    server = spawn("gunicorn-gevent", config=config, graceful=30)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request("GET", "/count")
+        first = conn.getresponse()
+        first.read()
+        assert first.status == 200 and not first.will_close  # the connection is kept alive
+        signalled = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # the worker has begun to stop
+        conn.request("GET", "/sse/stream?channel=late")
+        late = conn.getresponse()
+        body = late.read()  # the whole stream (10 s timeout)
+        answered = time.monotonic() - signalled
+        exit_code = server.proc.wait(10)
+        print(f"\nDRAINING gunicorn-gevent: answered_after={answered:.2f}s exit_code={exit_code} "
+              f"status={late.status} body={body!r}")
+        assert late.status == 200 and late.getheader("Content-Type", "").startswith("text/event-stream")
+        assert body == b": draining\nretry: 200\n\n"
+        assert exit_code == 0
+    finally:
+        conn.close()
+        stop(server)
+
+
 def test_in_process_server_leaves_no_thread_behind() -> None:
     """werkzeug's make_server: shutdown() leaves one thread per open stream; ending the streams frees them."""
     from flask import Flask

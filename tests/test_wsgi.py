@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import socket
 import subprocess
@@ -338,6 +339,33 @@ def test_max_duration_ends_streams_between_events_and_authorization_runs_again(b
     assert app.active_streams == 0 and broker.subscriber_count() == 0
     allowed[0] = False
     assert Call(app, "/?channel=a", last_event_id=got[-1].id or "").status == "403 Forbidden"
+
+
+def test_a_draining_process_ends_its_streams_and_turns_new_ones_away_with_retry(broker: MemoryBroker) -> None:
+    """After :func:`sseproto.gunicorn.drain`: channel streams end at once, generator streams at
+    their next heartbeat, and a new request gets only ``retry:`` (the client comes back elsewhere)."""
+    from sseproto.brokers._base import DRAINING
+    from sseproto.gunicorn import drain
+
+    app = make(broker, retry=1000)
+
+    def ticks() -> Iterator[object]:
+        while True:
+            yield None  # idle: heartbeats only
+
+    channel = Call(app, "/?channel=a")
+    generated = Call(app.iterable_reply(ticks()))
+    channel.chunk()
+    generated.chunk()
+    try:
+        assert drain() >= 1
+        assert list(channel.iter) == []  # ended at once
+        assert len(list(itertools.islice(generated.iter, 100))) < 100  # ended within a heartbeat (0.05 s)
+        late = Call(app, "/?channel=a")
+        assert late.status == "200 OK" and list(late.body) == [b": draining\nretry: 1000\n\n"]
+        assert app.active_streams == 0 and broker.subscriber_count() == 0
+    finally:
+        DRAINING.clear()
 
 
 def test_bad_options_are_refused() -> None:
