@@ -324,44 +324,55 @@ def test_max_duration_moves_clients_to_new_streams_and_loses_nothing() -> None:
 @pytest.mark.browser
 @pytest.mark.parametrize("busy", ["retry", "503"])
 def test_a_browser_turned_away_at_the_limit_comes_back_only_with_busy_retry(browser: Any, busy: str) -> None:
-    """Native EventSource past the connection limit: a 503 closes it for good; ``SSE_BUSY=retry``
-    makes it wait, come back with its last id, and miss nothing once a slot is free."""
-    settings = {"SSE_MAX_CONNECTIONS": "1", "SSE_RETRY_AFTER": "1", "SSE_BUSY": busy}
+    """Native EventSource and the polyfill past the connection limit: a 503 closes them for good;
+    ``SSE_BUSY=retry`` makes them wait, come back with their last id, and miss nothing once
+    slots are free."""
+    settings = {"SSE_MAX_CONNECTIONS": "2", "SSE_RETRY_AFTER": "1", "SSE_BUSY": busy}
     with running("gunicorn-gevent", **settings) as server:
         channel = "busy-" + uid()
-        held = requests.get(f"{server.url}/sse/stream?channel={channel}", stream=True, timeout=10)
-        assert held.status_code == 200 and server.wait_for("streams", 1) == 1
+        held = [requests.get(f"{server.url}/sse/stream?channel={channel}", stream=True, timeout=10)
+                for _ in range(2)]
+        assert [r.status_code for r in held] == [200, 200] and server.wait_for("streams", 2) == 2
         (start,) = server.publish_ids("before", channel)
         page = browser.new_page()
         try:
             page.goto(server.url + "/count")
+            page.add_script_tag(url="/sse/eventsource.js")
             page.evaluate("""([channel, start]) => {
-                window.got = []; window.errors = [];
-                const es = window.es = new EventSource(
-                    "/sse/stream?channel=" + channel + "&lastEventId=" + encodeURIComponent(start));
-                es.onmessage = (e) => window.got.push(e.data);
-                es.onerror = () => window.errors.push(es.readyState);
+                const url = "/sse/stream?channel=" + channel + "&lastEventId=" + encodeURIComponent(start);
+                window.es = {native: new EventSource(url), poly: new EventSourcePolyfill(url)};
+                window.got = {native: [], poly: []};
+                window.errors = {native: [], poly: []};
+                for (const [name, es] of Object.entries(window.es)) {
+                    es.onmessage = (e) => window.got[name].push(e.data);
+                    es.onerror = () => window.errors[name].push(es.readyState);
+                }
             }""", [channel, start])
-            assert wait_until(lambda: page.evaluate("window.errors.length") >= 1, 10)
+            least = "Math.min(window.{0}.native.length, window.{0}.poly.length)"
+            assert wait_until(lambda: page.evaluate(least.format("errors")) >= 1, 10)
             missed = [f"missed {i}" for i in range(3)]
             for data in missed:
                 server.publish(data, channel).raise_for_status()
-            held.close()  # the slot comes free
+            for r in held:
+                r.close()  # the slots come free
             if busy == "retry":
                 server.publish("after", channel).raise_for_status()
-                assert wait_until(lambda: page.evaluate("window.got.length") >= 4, 15)
+                assert wait_until(lambda: page.evaluate(least.format("got")) >= 4, 15)
                 time.sleep(0.3)  # nothing more may follow
-                assert page.evaluate("window.got") == [*missed, "after"]
-                assert set(page.evaluate("window.errors")) == {0}  # CONNECTING every time
-                assert page.evaluate("window.es.readyState") == 1
+                for name in ("native", "poly"):
+                    assert page.evaluate(f"got.{name}") == [*missed, "after"], name
+                    assert set(page.evaluate(f"errors.{name}")) == {0}, name  # CONNECTING every time
+                    assert page.evaluate(f"es.{name}.readyState") == 1, name
             else:
-                time.sleep(1.5)  # longer than Retry-After: it never comes back
-                assert page.evaluate("window.errors") == [2]  # CLOSED
-                assert page.evaluate("window.got") == []
+                time.sleep(1.5)  # longer than Retry-After: they never come back
+                for name in ("native", "poly"):
+                    assert page.evaluate(f"errors.{name}") == [2], name  # CLOSED
+                    assert page.evaluate(f"got.{name}") == [], name
                 assert server.status(channel)["subscribers"] == 0
         finally:
             page.close()
-            held.close()
+            for r in held:
+                r.close()
 
 
 def test_slowloris_leaves_room_for_healthy_clients(server: Server, request: pytest.FixtureRequest) -> None:
