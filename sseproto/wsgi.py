@@ -41,6 +41,8 @@ Wire conventions:
   limit (or, with ``busy="retry"``, a stream of just ``retry:`` that ends at once, so
   browsers come back instead of giving up), 405 for methods other than GET and OPTIONS
   (the CORS preflight).
+- A process on its way out (:func:`sseproto.gunicorn.drain`) ends its streams and answers
+  new stream requests with ``: draining`` and ``retry:`` only: clients come back elsewhere.
 
 Use::
 
