@@ -64,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="reconnect when nothing (not even a heartbeat) arrives for S seconds (default 60)",
     )
+    listen.add_argument(
+        "--retry-status",
+        action="append",
+        type=int,
+        default=[],
+        metavar="CODE",
+        help="reconnect after this HTTP status instead of exiting, e.g. 502 or 503 (repeatable)",
+    )
 
     publish = commands.add_parser(
         "publish",
@@ -108,6 +116,7 @@ def listen(args: argparse.Namespace, out: TextIO) -> int:
         headers=dict(args.header),
         last_event_id=args.last_event_id,
         timeout=(min(10.0, args.timeout), args.timeout),
+        retry_statuses=args.retry_status,
     )
     with source:
         try:

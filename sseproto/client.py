@@ -15,7 +15,7 @@ import logging
 import random
 import socket
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -87,6 +87,12 @@ def check_response(response: requests.Response) -> bool:
             response=response,
         )
     return True
+
+
+def _retry_after(response: requests.Response) -> float:
+    """The response's ``Retry-After`` in seconds (0 when absent, a date, or unreasonable)."""
+    value = response.headers.get("Retry-After", "").strip()
+    return float(value) if value.isdigit() and int(value) <= 3600 else 0.0
 
 
 class _Dechunker:
@@ -323,6 +329,11 @@ class EventSource:
     failed attempts (refused, timed out, dropped before a response) it waits a random time
     between that and an exponentially growing bound capped at ``max_backoff`` seconds. A
     successful connection resets the backoff.
+
+    ``retry_statuses`` are statuses to treat as failed attempts rather than as the end, as
+    browsers do not: ``(502, 503, 504)`` keeps a service listening through a proxy's
+    errors during a deploy. The wait is then at least the response's ``Retry-After``
+    (in seconds).
     """
 
     CONNECTING = CONNECTING
@@ -343,10 +354,13 @@ class EventSource:
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         max_line_size: int = DEFAULT_MAX_LINE_SIZE,
         on_comment: Callable[[str], object] | None = None,
+        retry_statuses: Collection[int] = (),
         rng: random.Random | None = None,
     ) -> None:
         if reconnect_delay < 0 or max_backoff < 0:
             raise ValueError("reconnect_delay and max_backoff must be >= 0 seconds")
+        if any(type(status) is not int or not 300 <= status <= 599 for status in retry_statuses):
+            raise ValueError(f"retry_statuses must be HTTP error statuses (300-599), got {retry_statuses!r}")
         self.url = url
         self._closing = threading.Event()
         self._own_session = session is None
@@ -362,6 +376,8 @@ class EventSource:
         self._timeout = timeout
         self._reconnect_delay = reconnect_delay
         self._max_backoff = max_backoff
+        self._retry_statuses = frozenset(retry_statuses)
+        self._retry_after = 0.0  # the Retry-After of the last response refused for a retry
         self._rng = rng if rng is not None else random.Random()
         self._decoder = Decoder(
             last_event_id=last_event_id or "",
@@ -479,19 +495,25 @@ class EventSource:
                 response = self._connect()
                 if response is not None:
                     try:
-                        if not check_response(response):
+                        if response.status_code in self._retry_statuses:
+                            self._failures += 1
+                            self._retry_after = _retry_after(response)
+                            log.info("%s answered %s: reconnecting", self.url, response.status_code)
+                        elif not check_response(response):
                             log.info("%s answered 204 No Content: not reconnecting", self.url)
                             return
-                        self._ready_state = OPEN
-                        self._failures = 0
-                        yield from self._read(response)
+                        else:
+                            self._ready_state = OPEN
+                            self._failures = 0
+                            yield from self._read(response)
                     finally:
                         with self._lock:
                             self._response = None
                         response.close()
                 if self._closing.is_set():
                     return
-                delay = self.next_delay(self._failures)
+                delay = max(self.next_delay(self._failures), self._retry_after)
+                self._retry_after = 0.0
                 log.info("reconnecting to %s in %.3f s", self.url, delay)
                 self._ready_state = CONNECTING
                 self._closing.wait(delay)

@@ -137,6 +137,15 @@ def test_listen_error_status_exits_1_with_a_message(server: ScriptedServer, cli:
     assert "503" in err and "Traceback" not in err
 
 
+def test_listen_retry_status_reconnects_through_a_503(server: ScriptedServer, cli: type[Cli]) -> None:
+    busy = Reply(503, {"Content-Type": "text/plain"}, [b"busy"], "length")
+    url = server.script("/s", Reply(body=sse("retry: 10\nid: 1\ndata: a\n\n")), busy,
+                        Reply(body=sse("id: 2\ndata: b\n\n")), END)
+    out, status, err = cli("listen", url, "--retry-status", "503").rest()
+    assert (out, status, err) == (["message: a", "message: b"], 0, "")
+    assert [r.headers.get("last-event-id") for r in server.seen("/s")] == [None, "1", "1", "2"]
+
+
 def test_listen_wrong_type_exits_1(server: ScriptedServer, cli: type[Cli]) -> None:
     url = server.script("/s", Reply(200, {"Content-Type": "text/html"}, [b"<html>"], "length"))
     out, status, err = cli("listen", url).rest()

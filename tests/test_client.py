@@ -219,6 +219,31 @@ def test_error_status_raises_with_the_response(server: ScriptedServer, status: i
     assert len(server.seen("/s")) == 1
 
 
+def test_retry_statuses_reconnect_with_the_last_id_and_honour_retry_after(server: ScriptedServer) -> None:
+    """Opt-in: a proxy's 502/503 during a deploy is a failed attempt, not the end; the
+    client waits at least Retry-After and resumes from its last id."""
+    busy = Reply(503, {"Content-Type": "text/plain", "Retry-After": "1"}, [b"deploying"], "length")
+    bad_gateway = Reply(502, {"Content-Type": "text/plain"}, [b"no upstream"], "length")
+    url = server.script("/s", Reply(body=sse("id: 1\ndata: a\n\n")), busy, bad_gateway,
+                        Reply(body=sse("id: 2\ndata: b\n\n")), END)
+    with EventSource(url, retry_statuses=(502, 503), **FAST) as source:
+        assert [e.data for e in collect(source)] == ["a", "b"]
+    seen = server.seen("/s")
+    assert len(seen) == 5
+    assert [r.headers.get("last-event-id") for r in seen[1:4]] == ["1", "1", "1"]
+    assert seen[2].at - seen[1].at >= 1.0  # Retry-After: 1 s, though the backoff here is 0.2 s at most
+    assert seen[3].at - seen[2].at < 1.0  # no Retry-After: the backoff alone
+
+
+def test_statuses_not_listed_still_end_the_stream(server: ScriptedServer) -> None:
+    url = server.script("/s", Reply(500, {"Content-Type": "text/plain"}, [b"x"], "length"))
+    with pytest.raises(HTTPStatusError), EventSource(url, retry_statuses=(502, 503), **FAST) as source:
+        collect(source)
+    assert len(server.seen("/s")) == 1
+    with pytest.raises(ValueError, match="retry_statuses"):
+        EventSource(url, retry_statuses=(200,))
+
+
 @pytest.mark.parametrize("ctype", ["text/plain", "application/json", None])
 def test_wrong_content_type_raises(server: ScriptedServer, ctype: str | None) -> None:
     headers = {} if ctype is None else {"Content-Type": ctype}
