@@ -171,6 +171,8 @@ class Options:
             value = getattr(self, name)
             if value is not None and (type(value) is not int or value < (0 if name == "retry_jitter" else 1)):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.busy == 503:  # type: ignore[comparison-overlap]  # the number, from a config file
+            object.__setattr__(self, "busy", "503")
         if self.busy not in ("503", "retry"):
             raise ValueError(f'busy must be "503" or "retry", got {self.busy!r}')
         if isinstance(self.cors_origins, (list, set)):

@@ -368,6 +368,10 @@ def test_a_draining_process_ends_its_streams_and_turns_new_ones_away_with_retry(
         DRAINING.clear()
 
 
+def test_busy_takes_the_status_as_a_number_too() -> None:
+    assert Options(busy=503).busy == "503"  # type: ignore[arg-type]
+
+
 def test_bad_options_are_refused() -> None:
     for bad in [{"heartbeat": 0}, {"retry": -1}, {"max_channels": 0}, {"max_bytes": 0},
                 {"default_channels": ("a b",)}, {"retry_jitter": -1}, {"write_timeout": 0},
