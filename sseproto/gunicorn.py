@@ -32,18 +32,23 @@ YOUNG_THRESHOLD = 20_000
 
 
 def drain() -> int:
-    """End the streams of this process, which is on its way out: they reconnect elsewhere.
-
-    Streams of broker channels end at once; those of generators and polling functions at
-    their next heartbeat. Requests that still reach the process (over a kept-alive
-    connection) get a stream of just ``retry:``. Returns how many subscriptions ended.
-    """
-    DRAINING.set()
+    """End the streams of every broker in this process (they reconnect); return how many."""
     return sum(broker.disconnect_all() for broker in list(LIVE))
 
 
+def _shut_down() -> None:
+    """This process is on its way out: end its streams, and turn new ones away.
+
+    Streams of broker channels end at once; those of generators and polling functions at
+    their next heartbeat. Stream requests that still reach the process (over a kept-alive
+    connection) get a stream of just ``retry:``, and come back elsewhere.
+    """
+    DRAINING.set()
+    drain()
+
+
 def drain_on_sigterm() -> None:
-    """Chain a SIGTERM handler that drains every broker of this process."""
+    """Chain a SIGTERM handler that ends every stream of this process and turns new ones away."""
     previous = signal.getsignal(signal.SIGTERM)
     try:
         from gevent import monkey, spawn  # type: ignore[import-untyped]
@@ -56,9 +61,9 @@ def drain_on_sigterm() -> None:
         # Never block in a signal handler: under gevent it runs in the event loop, where
         # even starting a thread would raise BlockingSwitchOutError and kill the worker.
         if green:
-            spawn(drain)
+            spawn(_shut_down)
         else:
-            threading.Thread(target=drain, name="sseproto-drain", daemon=True).start()
+            threading.Thread(target=_shut_down, name="sseproto-drain", daemon=True).start()
         if callable(previous):
             previous(signum, frame)
 

@@ -342,10 +342,10 @@ def test_max_duration_ends_streams_between_events_and_authorization_runs_again(b
 
 
 def test_a_draining_process_ends_its_streams_and_turns_new_ones_away_with_retry(broker: MemoryBroker) -> None:
-    """After :func:`sseproto.gunicorn.drain`: channel streams end at once, generator streams at
-    their next heartbeat, and a new request gets only ``retry:`` (the client comes back elsewhere)."""
+    """After the gunicorn hook's SIGTERM handling: channel streams end at once, generator streams
+    at their next heartbeat, and a new request gets only ``retry:`` (the client comes back elsewhere)."""
     from sseproto.brokers._base import DRAINING
-    from sseproto.gunicorn import drain
+    from sseproto.gunicorn import _shut_down
 
     app = make(broker, retry=1000)
 
@@ -358,7 +358,7 @@ def test_a_draining_process_ends_its_streams_and_turns_new_ones_away_with_retry(
     channel.chunk()
     generated.chunk()
     try:
-        assert drain() >= 1
+        _shut_down()
         assert list(channel.iter) == []  # ended at once
         assert len(list(itertools.islice(generated.iter, 100))) < 100  # ended within a heartbeat (0.05 s)
         late = Call(app, "/?channel=a")
@@ -366,6 +366,19 @@ def test_a_draining_process_ends_its_streams_and_turns_new_ones_away_with_retry(
         assert app.active_streams == 0 and broker.subscriber_count() == 0
     finally:
         DRAINING.clear()
+
+
+def test_drain_alone_ends_streams_and_keeps_serving(broker: MemoryBroker) -> None:
+    from sseproto.gunicorn import drain
+
+    app = make(broker)
+    call = Call(app, "/?channel=a")
+    call.chunk()
+    assert drain() >= 1
+    assert list(call.iter) == []  # ended: the client reconnects
+    again = Call(app, "/?channel=a")
+    assert again.chunk() == b"retry: 3000\n\n" and broker.subscriber_count() == 1
+    again.close()
 
 
 def test_busy_takes_the_status_as_a_number_too() -> None:
