@@ -377,7 +377,6 @@ class EventSource:
         self._reconnect_delay = reconnect_delay
         self._max_backoff = max_backoff
         self._retry_statuses = frozenset(retry_statuses)
-        self._retry_after = 0.0  # the Retry-After of the last response refused for a retry
         self._rng = rng if rng is not None else random.Random()
         self._decoder = Decoder(
             last_event_id=last_event_id or "",
@@ -493,11 +492,12 @@ class EventSource:
             while not self._closing.is_set():
                 self._ready_state = CONNECTING
                 response = self._connect()
+                retry_after = 0.0  # the Retry-After of a response refused for a retry
                 if response is not None:
                     try:
                         if response.status_code in self._retry_statuses:
                             self._failures += 1
-                            self._retry_after = _retry_after(response)
+                            retry_after = _retry_after(response)
                             log.info("%s answered %s: reconnecting", self.url, response.status_code)
                         elif not check_response(response):
                             log.info("%s answered 204 No Content: not reconnecting", self.url)
@@ -512,8 +512,7 @@ class EventSource:
                         response.close()
                 if self._closing.is_set():
                     return
-                delay = max(self.next_delay(self._failures), self._retry_after)
-                self._retry_after = 0.0
+                delay = max(self.next_delay(self._failures), retry_after)
                 log.info("reconnecting to %s in %.3f s", self.url, delay)
                 self._ready_state = CONNECTING
                 self._closing.wait(delay)

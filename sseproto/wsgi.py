@@ -41,8 +41,9 @@ Wire conventions:
   limit (or, with ``busy="retry"``, a stream of just ``retry:`` that ends at once, so
   browsers come back instead of giving up), 405 for methods other than GET and OPTIONS
   (the CORS preflight).
-- A process on its way out (:func:`sseproto.gunicorn.drain`) ends its streams and answers
-  new stream requests with ``: draining`` and ``retry:`` only: clients come back elsewhere.
+- A process on its way out (SIGTERM with :func:`sseproto.gunicorn.drain_on_sigterm`) ends
+  its streams and answers new stream requests with ``: draining`` and ``retry:`` only:
+  clients come back elsewhere.
 
 Use::
 
@@ -159,12 +160,8 @@ class Options:
     def __post_init__(self) -> None:
         if not self.heartbeat > 0:
             raise ValueError(f"heartbeat must be a positive number of seconds, got {self.heartbeat!r}")
-        if self.max_duration is not None and not self.max_duration > 0:
-            raise ValueError(f"max_duration must be a positive number of seconds or None, "
-                             f"got {self.max_duration!r}")
-        if self.write_timeout is not None and not self.write_timeout > 0:
-            raise ValueError(f"write_timeout must be a positive number of seconds or None, "
-                             f"got {self.write_timeout!r}")
+        _check_seconds("max_duration", self.max_duration)
+        _check_seconds("write_timeout", self.write_timeout)
         Event(retry=self.retry)  # validates
         for name in ("retry_jitter", "max_channels", "max_channel_length", "max_last_event_id_length",
                      "retry_after", "max_bytes", "max_connections"):
@@ -194,6 +191,12 @@ class Options:
 
     def replace(self, **changes: Any) -> Options:
         return dataclasses.replace(self, **changes)
+
+
+def _check_seconds(name: str, value: float | None) -> None:
+    """ValueError unless ``value`` is None or a positive number of seconds."""
+    if value is not None and not value > 0:
+        raise ValueError(f"{name} must be a positive number of seconds or None, got {value!r}")
 
 
 class Reply(NamedTuple):
@@ -351,14 +354,9 @@ class EventStream:
         self._ending = False  # stop at the next call: the source ended or close() was called
         now = time.monotonic()
         self._last_write = now
-        if max_duration is None:
-            self._end_at = math.inf
-        elif max_duration > 0:
-            # Spread over the last quarter, so that streams opened together do not end together.
-            self._end_at = now + max_duration * random.uniform(0.75, 1.0)
-        else:
-            raise ValueError(f"max_duration must be a positive number of seconds or None, "
-                             f"got {max_duration!r}")
+        _check_seconds("max_duration", max_duration)
+        # Spread over the last quarter, so that streams opened together do not end together.
+        self._end_at = math.inf if max_duration is None else now + max_duration * random.uniform(0.75, 1.0)
         self._next_check = min(now + heartbeat, self._end_at)
         self._cleanup = weakref.finalize(self, _cleanup, source, on_close)
 

@@ -16,8 +16,9 @@ from .._event import Event
 #: Every broker alive in this process, so a server's shutdown hook can end all streams
 #: at once (see :mod:`sseproto.gunicorn`).
 LIVE: weakref.WeakSet[Any] = weakref.WeakSet()
-#: Set when this process is on its way out (:func:`sseproto.gunicorn.drain`): stream
-#: endpoints then answer new requests with ``retry:`` only, and open streams end.
+#: Set when this process is on its way out (SIGTERM, with the handler of
+#: :func:`sseproto.gunicorn.drain_on_sigterm`): stream endpoints then answer new
+#: requests with ``retry:`` only, and open streams end.
 DRAINING = threading.Event()
 
 
