@@ -4,11 +4,45 @@ from __future__ import annotations
 
 import threading
 import time
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterator
-from itertools import count
+from itertools import count, islice
+from typing import NamedTuple
 
 from ._event import Event
+
+
+class TimeIds:
+    """Ids for events that have none: microseconds since the epoch, strictly increasing.
+
+    Time-based, so a restarted process does not hand out ids an old client still holds,
+    and so the gap between two ids tells how much time passed, not how many events other
+    streams drawing from the same source published in between (only events stored within
+    the same microsecond push an id one further). Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def __iter__(self) -> TimeIds:
+        return self
+
+    def __next__(self) -> int:
+        now = time.time_ns() // 1000
+        with self._lock:
+            self._last = now if now > self._last else self._last + 1
+            return self._last
+
+
+class Stored(NamedTuple):
+    """One stored event: its position in the shared order, the event, its wire bytes, when."""
+
+    position: int
+    event: Event
+    wire: bytes
+    stored_at: float
 
 
 class ReplayBuffer:
@@ -16,10 +50,12 @@ class ReplayBuffer:
 
     Bounded by ``maxlen`` events and, optionally, by ``max_bytes`` of encoded events
     and ``max_age`` seconds. Events appended without an id get the next number of
-    ``counter`` (by default a counter starting at the current time in microseconds, so a
-    restarted process does not hand out ids an old client still holds). Buffers that
-    share one counter (one per channel of a broker) hand out ids that order events
-    across all of them, so one ``Last-Event-ID`` can resume a stream of several channels.
+    ``counter`` (by default a :class:`TimeIds`). Any id is found by what it is, never by
+    its form: ids of the application's own (``"1"``, ``"row-7"``) and given ones mix
+    freely. Every event also gets the next number of ``order``: buffers that share one
+    ``order`` (one per channel of a broker) place their events in one sequence, so a
+    broker can resume a stream of several channels from an id found on any one of them.
+    Each event is encoded once, when stored; streams replaying it share those bytes.
     Safe to share between threads.
     """
 
@@ -30,6 +66,7 @@ class ReplayBuffer:
         max_bytes: int | None = None,
         max_age: float | None = None,
         counter: Iterator[int] | None = None,
+        order: Iterator[int] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if type(maxlen) is not int or maxlen < 1:
@@ -42,17 +79,13 @@ class ReplayBuffer:
         self.max_bytes = max_bytes
         self.max_age = max_age
         self._clock = clock
-        self._counter = count(time.time_ns() // 1000) if counter is None else counter
-        # Numeric ids below this one were handed out before this buffer existed: what
-        # happened to them is not known here.
-        self._floor = next(self._counter)
-        # (event, encoded size, time appended), oldest first.
-        self._items: deque[tuple[Event, int, float]] = deque()
-        self._seq: dict[str, int] = {}  # id -> position counter of its newest event
-        self._first_seq = 0  # position counter of self._items[0]
+        self._counter = TimeIds() if counter is None else counter
+        self._order = count() if order is None else order
+        self._items: deque[Stored] = deque()  # oldest first, positions increasing
+        self._positions: dict[str, int] = {}  # id -> position of its newest stored event
         self._bytes = 0
-        # The id of the newest evicted event: a client that holds it has missed nothing.
-        self._evicted_id: str | None = None
+        # The newest evicted event, (position, id): a client that holds its id missed nothing.
+        self._evicted: tuple[int, str] | None = None
         self._lock = threading.Lock()
 
     def append(self, event: Event) -> Event:
@@ -60,51 +93,58 @@ class ReplayBuffer:
         with self._lock:
             if event.id is None:
                 event = Event(event.data, event.event, str(next(self._counter)), event.retry)
-            size = len(event.encode())
-            self._items.append((event, size, self._clock()))
-            self._seq[event.id] = self._first_seq + len(self._items) - 1  # type: ignore[index]
-            self._bytes += size
+            wire = event.encode()
+            position = next(self._order)
+            self._items.append(Stored(position, event, wire, self._clock()))
+            self._positions[event.id] = position  # type: ignore[index]
+            self._bytes += len(wire)
             self._evict()
             return event
 
     def since(self, last_id: str) -> list[Event] | None:
-        """The events stored after ``last_id``, oldest first.
+        """The events stored after the newest event with id ``last_id``, oldest first.
 
         An empty list means the client is up to date. None means ``last_id`` is unknown or
         was evicted: events may have been lost in between (a gap), and the caller decides
-        how to tell the client. A numeric ``last_id`` this buffer never held (an id of
-        another buffer on the same counter) is placed by its number: it is known if it
-        is not older than this buffer and nothing after it was evicted.
+        how to tell the client.
         """
         with self._lock:
             self._evict()
-            seq = self._seq.get(last_id)
-            if seq is not None:
-                start = seq - self._first_seq + 1
-                return [self._items[i][0] for i in range(start, len(self._items))]
-            if last_id == self._evicted_id:
-                return [item[0] for item in self._items]
-            number = _number(last_id)
-            if number is None or number < self._floor:
+            position = self._position(last_id)
+            if position is None:
                 return None
-            evicted = _number(self._evicted_id) if self._evicted_id is not None else None
-            if self._evicted_id is not None and (evicted is None or evicted > number):
-                return None
-            # Start after the last event numbered up to last_id; events with ids of the
-            # application's own between it and the next numbered one are included.
-            start = 0
-            for i in range(len(self._items) - 1, -1, -1):
-                n = _number(self._items[i][0].id)
-                if n is not None and n <= number:
-                    start = i + 1
-                    break
-            return [self._items[i][0] for i in range(start, len(self._items))]
+            stored, lost = self._after(position)
+            return None if lost else [item.event for item in stored]
+
+    def position(self, last_id: str) -> int | None:
+        """The position of the newest event with id ``last_id`` (retained, or the newest
+        evicted one), or None when this buffer does not know the id."""
+        with self._lock:
+            self._evict()
+            return self._position(last_id)
+
+    def after(self, position: int) -> tuple[list[Stored], bool]:
+        """The stored events after ``position``, oldest first, and whether any event after
+        it was evicted (lost to a client that saw everything up to ``position``)."""
+        with self._lock:
+            self._evict()
+            return self._after(position)
 
     @property
     def last_id(self) -> str | None:
         """The id of the newest stored event, or None when empty."""
         with self._lock:
-            return self._items[-1][0].id if self._items else self._evicted_id
+            if self._items:
+                return self._items[-1].event.id
+            return None if self._evicted is None else self._evicted[1]
+
+    @property
+    def last_position(self) -> int | None:
+        """The position of the newest event this buffer stored (retained or evicted), or None."""
+        with self._lock:
+            if self._items:
+                return self._items[-1].position
+            return None if self._evicted is None else self._evicted[0]
 
     def __len__(self) -> int:
         with self._lock:
@@ -115,7 +155,19 @@ class ReplayBuffer:
         """The stored events, oldest first (a snapshot)."""
         with self._lock:
             self._evict()
-            return iter([item[0] for item in self._items])
+            return iter([item.event for item in self._items])
+
+    def _position(self, last_id: str) -> int | None:
+        position = self._positions.get(last_id)
+        if position is None and self._evicted is not None and self._evicted[1] == last_id:
+            position = self._evicted[0]
+        return position
+
+    def _after(self, position: int) -> tuple[list[Stored], bool]:
+        items = self._items
+        start = bisect_right(items, position, key=_position_of)
+        lost = self._evicted is not None and self._evicted[0] > position
+        return ([] if start == len(items) else list(islice(items, start, None))), lost
 
     def _evict(self) -> None:
         items = self._items
@@ -123,18 +175,15 @@ class ReplayBuffer:
         while items and (
             len(items) > self.maxlen
             or (self.max_bytes is not None and self._bytes > self.max_bytes)
-            or (oldest is not None and items[0][2] < oldest)
+            or (oldest is not None and items[0].stored_at < oldest)
         ):
-            event, size, _ = items.popleft()
-            self._bytes -= size
-            if self._seq.get(event.id) == self._first_seq:  # type: ignore[arg-type]
-                del self._seq[event.id]  # type: ignore[arg-type]
-            self._first_seq += 1
-            self._evicted_id = event.id
+            item = items.popleft()
+            self._bytes -= len(item.wire)
+            event_id: str = item.event.id  # type: ignore[assignment]
+            if self._positions.get(event_id) == item.position:
+                del self._positions[event_id]
+            self._evicted = (item.position, event_id)
 
 
-def _number(id: str | None) -> int | None:
-    """An id as the counter's number, or None for an id that is not one."""
-    if id is None or not id.isascii() or not id.isdigit() or len(id) > 30:
-        return None
-    return int(id)
+def _position_of(item: Stored) -> int:
+    return item.position

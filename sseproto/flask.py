@@ -46,6 +46,7 @@ _OPTION_KEYS = {
     "SSE_MAX_CHANNEL_LENGTH": "max_channel_length",
     "SSE_CHANNEL_PATTERN": "channel_pattern",
     "SSE_MAX_LAST_EVENT_ID_LENGTH": "max_last_event_id_length",
+    "SSE_MAX_REPLAY": "max_replay",
     "SSE_MAX_CONNECTIONS": "max_connections",
     "SSE_RETRY_AFTER": "retry_after",
     "SSE_BUSY": "busy",
@@ -53,11 +54,14 @@ _OPTION_KEYS = {
     "SSE_CORS_ORIGINS": "cors_origins",
     "SSE_CORS_CREDENTIALS": "cors_credentials",
 }
-# Config key -> MemoryBroker option.
+# Config key -> broker option (of the broker SSE_BROKER_URL names).
 _BROKER_KEYS = {
     "SSE_QUEUE_SIZE": "queue_size",
     "SSE_REPLAY_SIZE": "replay_size",
     "SSE_REPLAY_MAX_AGE": "replay_max_age",
+    "SSE_REPLAY_MAX_BYTES": "replay_max_bytes",
+    "SSE_MAX_EVENT_SIZE": "max_event_size",
+    "SSE_RETAINED_CHANNELS": "retained_channels",
 }
 _OTHER_KEYS = {"SSE_URL_PREFIX": "url_prefix", "SSE_BROKER_URL": "broker_url",
                "SSE_DEFAULT_CHANNEL": "default_channel"}
@@ -116,9 +120,12 @@ class SSE:
         default_channel = settings.get("SSE_DEFAULT_CHANNEL", "sse")
         options = Options(default_channels=(default_channel,), **option_values)
         broker = self._broker
+        broker_options = {name: settings[key] for key, name in _BROKER_KEYS.items() if key in settings}
         if broker is None:
-            broker_options = {name: settings[key] for key, name in _BROKER_KEYS.items() if key in settings}
             broker = broker_from_url(settings.get("SSE_BROKER_URL"), **broker_options)
+        elif broker_options:
+            raise ValueError(f"{', '.join(sorted(broker_options))}: set these on the broker you pass, "
+                             "they configure the broker SSE makes")
         endpoint = EventStreamApp(broker, options, authorize=self._check if self._authorize else None)
         self._states[app] = _AppState(broker, endpoint, default_channel)
         app.extensions["sse"] = self
@@ -218,7 +225,9 @@ class SSE:
         def polyfill() -> Response:
             if not POLYFILL.is_file():
                 abort(404)
-            return send_file(POLYFILL, mimetype="text/javascript", max_age=3600)
+            response = send_file(POLYFILL, mimetype="text/javascript", max_age=3600)
+            response.headers["X-Content-Type-Options"] = "nosniff"
+            return response
 
         bp.add_url_rule("/stream", "stream", stream, methods=["GET", "OPTIONS"],
                         provide_automatic_options=False)

@@ -77,6 +77,7 @@ number of workers and servers.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import random
@@ -130,9 +131,12 @@ class Options:
     """Settings of stream endpoints; every limit has a name and a default.
 
     Times: ``heartbeat``, ``max_duration``, ``retry_after`` and ``write_timeout`` in seconds,
-    ``retry`` and ``retry_jitter`` in milliseconds. ``cors_origins`` is None (no CORS
-    headers), ``"*"`` or a list of origins; ``cors_credentials`` allows cookies, and needs
-    a list. ``busy`` is what a request past ``max_connections`` gets: ``"503"`` (with
+    ``retry`` and ``retry_jitter`` in milliseconds. ``max_replay`` caps the events one
+    resume replays (past it: the gap event, then the newest; None: no cap).
+    ``cors_origins`` is None (no CORS headers), ``"*"``, or origins matched exactly (a
+    list, or one string of them separated by commas or spaces, as an environment
+    variable holds them); ``cors_credentials`` allows cookies, and needs origins named.
+    ``busy`` is what a request past ``max_connections`` gets: ``"503"`` (with
     ``Retry-After``; a browser's EventSource then gives up for good) or ``"retry"`` (a
     stream holding only ``retry:``, 1 to 2 times ``retry_after``, so every EventSource
     comes back later by itself).
@@ -149,6 +153,7 @@ class Options:
     max_channel_length: int = 128
     channel_pattern: str = r"[A-Za-z0-9_.:@/-]+"
     max_last_event_id_length: int = 256
+    max_replay: int | None = 1000
     max_connections: int | None = 1000
     retry_after: int = 5
     busy: Literal["503", "retry"] = "503"
@@ -164,17 +169,17 @@ class Options:
         _check_seconds("write_timeout", self.write_timeout)
         Event(retry=self.retry)  # validates
         for name in ("retry_jitter", "max_channels", "max_channel_length", "max_last_event_id_length",
-                     "retry_after", "max_bytes", "max_connections"):
+                     "retry_after", "max_bytes", "max_connections", "max_replay"):
             value = getattr(self, name)
-            if value is not None and (type(value) is not int or value < (0 if name == "retry_jitter" else 1)):
+            if value is not None and (type(value) is not int
+                                      or value < (0 if name in ("retry_jitter", "max_replay") else 1)):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if self.busy == 503:  # type: ignore[comparison-overlap]  # the number, from a config file
             object.__setattr__(self, "busy", "503")
         if self.busy not in ("503", "retry"):
             raise ValueError(f'busy must be "503" or "retry", got {self.busy!r}')
-        if isinstance(self.cors_origins, (list, set)):
-            object.__setattr__(self, "cors_origins", tuple(self.cors_origins))
-        if self.cors_credentials and (self.cors_origins is None or "*" in self.cors_origins):
+        object.__setattr__(self, "cors_origins", _origins(self.cors_origins))
+        if self.cors_credentials and (self.cors_origins is None or self.cors_origins == "*"):
             raise ValueError("cors_credentials needs a list of origins: a wildcard with credentials "
                              "would let any site read its visitors' streams")
         object.__setattr__(self, "default_channels", tuple(self.default_channels))
@@ -191,6 +196,33 @@ class Options:
 
     def replace(self, **changes: Any) -> Options:
         return dataclasses.replace(self, **changes)
+
+
+_ORIGIN = re.compile(r"null|[A-Za-z][A-Za-z0-9+.-]*://[^/\s,?#]+")
+
+
+def _origins(value: object) -> str | tuple[str, ...] | None:
+    """``cors_origins`` as None, ``"*"`` or a tuple of exact origins; ValueError for anything else.
+
+    A string is never matched as a substring: it is ``"*"`` or origins separated by
+    commas or whitespace (which no origin contains).
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = value.replace(",", " ").split()
+        if value == ["*"]:
+            return "*"
+    if not isinstance(value, (list, tuple, set, frozenset)):
+        raise ValueError(f"cors_origins must be None, '*' or a list of origins, got {value!r}")
+    origins = tuple(value)
+    if origins == ("*",):
+        return "*"
+    for origin in origins:
+        if not isinstance(origin, str) or not _ORIGIN.fullmatch(origin):
+            raise ValueError(f"cors_origins: {origin!r} is not an origin (scheme://host[:port], "
+                             "no path or trailing slash) or is '*' among others")
+    return origins
 
 
 def _check_seconds(name: str, value: float | None) -> None:
@@ -335,7 +367,7 @@ class EventStream:
         padding: bool = False,
         max_bytes: int | None = None,
         max_duration: float | None = None,
-        prelude: Iterable[Event] = (),
+        prelude: Iterable[Event | bytes] = (),
         disconnected: Callable[[], bool] | None = None,
         on_close: Callable[[], None] | None = None,
     ) -> None:
@@ -348,7 +380,10 @@ class EventStream:
             retry += random.randint(0, retry_jitter)
         Event(retry=retry)  # validates
         opening = (PADDING if padding else b"") + (b":\n" if retry is None else b"retry: %d\n\n" % retry)
-        self._pending: list[bytes] = [opening, *(event.encode() for event in prelude)]
+        self._opening: bytes | None = opening
+        # Replayed events, read as the stream is: never the whole history at once.
+        self._prelude: Iterator[Event | bytes] | None = iter(prelude)
+        self._carry = b""  # an encoded prelude event that did not fit in the last chunk
         # The byte cap counts from after the opening, so padding alone never ends a stream.
         self._sent = -len(opening)
         self._ending = False  # stop at the next call: the source ended or close() was called
@@ -378,10 +413,12 @@ class EventStream:
 
         ``last_event_id`` is the id the subscription was asked to resume from.
         """
-        prelude = list(subscription.replay)
+        replay = subscription.replay
+        wire = getattr(replay, "wire", None)  # encoded bytes the broker already holds
+        prelude: Iterable[Event | bytes] = wire() if callable(wire) else replay
         if subscription.gap:
             gap = {"lastEventId": last_event_id, "channels": list(subscription.gap)}
-            prelude.insert(0, Event(json.dumps(gap, separators=(",", ":")), GAP_EVENT))
+            prelude = itertools.chain([Event(json.dumps(gap, separators=(",", ":")), GAP_EVENT)], prelude)
         return cls(_SubscriptionSource(subscription), prelude=prelude, **options)
 
 
@@ -392,8 +429,13 @@ class EventStream:
         if self._ending or self._sent >= self._limit:
             self.close()
             raise StopIteration
-        if self._pending:
-            return self._write(self._take_pending())
+        if self._prelude is not None:
+            chunk = self._take_prelude()
+            if chunk:
+                return self._write(chunk)
+            if self._ending:
+                self.close()
+                raise StopIteration
         source = self._source
         while True:
             now = time.monotonic()
@@ -421,13 +463,35 @@ class EventStream:
         self._ending = True
         self._cleanup()
 
-    def _take_pending(self) -> bytes:
-        """Queued chunks up to the chunk size (and the byte cap), whole events only."""
-        chunk = self._pending.pop(0)
-        room = self._limit - self._sent
-        while self._pending and len(chunk) + len(self._pending[0]) <= _CHUNK and len(chunk) < room:
-            chunk += self._pending.pop(0)
-        return chunk
+    def _take_prelude(self) -> bytes:
+        """The opening (first time) and replayed events up to the chunk size and the byte
+        cap, whole events only; b"" once the replay is over."""
+        parts = [self._opening] if self._opening is not None else []
+        self._opening = None
+        size = len(parts[0]) if parts else 0
+        if self._carry:
+            parts.append(self._carry)
+            size += len(self._carry)
+            self._carry = b""
+        room = min(_CHUNK, self._limit - self._sent)
+        prelude = self._prelude
+        assert prelude is not None
+        try:
+            while size < room:
+                item = next(prelude, None)
+                if item is None:
+                    self._prelude = None
+                    break
+                wire = item if isinstance(item, bytes) else item.encode()
+                if parts and size + len(wire) > _CHUNK:
+                    self._carry = wire
+                    break
+                parts.append(wire)
+                size += len(wire)
+        except SubscriptionEnded:  # the broker cannot finish the replay exactly: the client resumes
+            self._prelude = None
+            self._ending = True
+        return b"".join(parts)
 
     def _drain(self, chunk: bytes) -> bytes:
         """Append events already waiting in the source, up to the chunk size and byte cap."""
@@ -503,8 +567,7 @@ class EventStreamApp:
         try:
             channels = self.channels_from(environ)
             last_id = last_event_id_from(environ)
-            if last_id is not None and len(last_id) > self.options.max_last_event_id_length:
-                raise ValueError(f"Last-Event-ID is longer than {self.options.max_last_event_id_length}")
+            self._check_last_event_id(last_id)
         except ValueError as exc:
             return self._error(environ, "400 Bad Request", str(exc))
         if self.authorize is not None:
@@ -532,11 +595,16 @@ class EventStreamApp:
         last_event_id: str | None = None,
         environ: WSGIEnvironment | None = None,
     ) -> Reply:
-        """A stream of ``channels`` from the broker, replaying after ``last_event_id``."""
+        """A stream of ``channels`` from the broker, replaying after ``last_event_id``
+        (400 when it is longer than ``max_last_event_id_length``)."""
+        try:
+            self._check_last_event_id(last_event_id)
+        except ValueError as exc:
+            return self._error(environ or {}, "400 Bad Request", str(exc))
         if not self._admit():
             return self._busy(environ)
         try:
-            subscription = self.broker.subscribe(channels, last_event_id)
+            subscription = self.broker.subscribe(channels, last_event_id, max_replay=self.options.max_replay)
         except BaseException:
             self._release()
             raise
@@ -547,6 +615,11 @@ class EventStreamApp:
             self._release()
             raise
         return self._reply(stream, environ)
+
+    def _check_last_event_id(self, last_id: str | None) -> None:
+        limit = self.options.max_last_event_id_length
+        if last_id is not None and len(last_id) > limit:
+            raise ValueError(f"Last-Event-ID is longer than {limit} (max_last_event_id_length)")
 
     def iterable_reply(self, iterable: Iterable[object], environ: WSGIEnvironment | None = None) -> Reply:
         """A stream of what ``iterable`` yields (see :func:`event_from`); None items are idle ticks."""
@@ -643,7 +716,7 @@ class EventStreamApp:
         origins = self.options.cors_origins
         if origins is None:
             return []
-        if origins == "*" or origins == ("*",):
+        if origins == "*":
             return [("Access-Control-Allow-Origin", "*")]
         origin = environ.get("HTTP_ORIGIN")
         if origin is None or origin not in origins:

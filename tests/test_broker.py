@@ -75,24 +75,24 @@ def test_publish_keeps_an_id_it_is_given() -> None:
     broker = MemoryBroker()
     assert broker.publish("a", Event("x", id="mine")).id == "mine"
     with broker.subscribe(["a"], "mine") as sub:
-        assert sub.replay == [] and sub.gap == ()
+        assert list(sub.replay) == [] and sub.gap == ()
     after = broker.publish("a", Event("after"))
     other = broker.publish("b", Event("other"))
-    # Known on its own channel; a gap on another channel; nothing missed on an unused one.
+    # Known on its own channel, and placing the others: nothing missed on them either.
     with broker.subscribe(["a", "b", "unused"], "mine") as sub:
-        assert sub.gap == ("b",)
-        assert sub.replay == [after, other]
+        assert sub.gap == ()
+        assert list(sub.replay) == [after, other]
 
 
 def test_replay_is_exactly_what_came_after_the_id(make: Callable[..., Broker]) -> None:
     broker = make()
     events = [broker.publish(ch, Event(str(i), event="tick", retry=100 + i)) for i, ch in enumerate("abcab")]
     with broker.subscribe(["a", "b"], events[0].id) as sub:  # merged in id order
-        assert sub.replay == [events[1], events[3], events[4]] and sub.gap == ()
+        assert list(sub.replay) == [events[1], events[3], events[4]] and sub.gap == ()
     with broker.subscribe(["a"], events[2].id) as sub:  # an id of a channel the stream does not read
-        assert sub.replay == [events[3]]
+        assert sub.gap == ("a",) and list(sub.replay) == [events[0], events[3]]
     with broker.subscribe(["a", "b"], events[-1].id) as sub:
-        assert sub.replay == [] and sub.gap == ()
+        assert list(sub.replay) == [] and sub.gap == ()
 
 
 def test_a_channel_first_used_after_the_id_missed_nothing(make: Callable[..., Broker]) -> None:
@@ -100,7 +100,7 @@ def test_a_channel_first_used_after_the_id_missed_nothing(make: Callable[..., Br
     first = broker.publish("a", Event("1"))
     later = broker.publish("new", Event("2"))
     with broker.subscribe(["a", "new", "never"], first.id) as sub:
-        assert sub.replay == [later] and sub.gap == ()
+        assert list(sub.replay) == [later] and sub.gap == ()
 
 
 def test_live_events_reach_every_subscriber_of_the_channel(make: Callable[..., Broker]) -> None:
@@ -110,7 +110,7 @@ def test_live_events_reach_every_subscriber_of_the_channel(make: Callable[..., B
         e = broker.publish("a", Event("x"))
         assert s1.get(10) == e and s2.get(10) == e
         assert s3.get(0.05) is None
-        assert s1.replay == [] and s1.gap == ()
+        assert list(s1.replay) == [] and s1.gap == ()
         assert broker.subscriber_count() == 3 and broker.subscriber_count("a") == 2
 
 
@@ -265,8 +265,12 @@ def test_evicted_id_is_a_gap_with_the_retained_events() -> None:
     events = [broker.publish("a", Event(str(i))) for i in range(4)]
     b = broker.publish("b", Event("b"))
     with broker.subscribe(["a", "b"], events[0].id) as sub:
-        assert sub.gap == ("a",)
-        assert sub.replay == [events[2], events[3], b]
+        # Evicted, so known on no channel: every channel may have missed something.
+        assert sub.gap == ("a", "b")
+        assert list(sub.replay) == [events[2], events[3], b]
+    with broker.subscribe(["a", "b"], events[1].id) as sub:  # the newest evicted: nothing missed
+        assert sub.gap == ()
+        assert list(sub.replay) == [events[2], events[3], b]
 
 
 @pytest.mark.parametrize("last_id", ["bogus", "1", "99999999999999999999"])
@@ -275,7 +279,7 @@ def test_unknown_ids_are_gaps_on_every_channel(last_id: str) -> None:
     e = broker.publish("a", Event("x"))
     with broker.subscribe(["a", "unused"], last_id) as sub:
         assert sub.gap == ("a", "unused")
-        assert sub.replay == [e]
+        assert list(sub.replay) == [e]
 
 
 def test_queued_events_are_still_read_after_a_close_by_the_broker() -> None:
@@ -335,7 +339,7 @@ def test_subscribing_while_publishing_loses_and_repeats_nothing() -> None:
         assert [e.data for e in seen] == [str(i) for i in range(len(seen))]
     t.join(30)
     with broker.subscribe(["a", "b"], start.id) as sub:
-        assert sub.replay == published
+        assert list(sub.replay) == published
 
 
 @settings(max_examples=100, deadline=None)
@@ -348,9 +352,14 @@ def test_replay_of_any_subset_after_any_id(channels: list[str], data: st.DataObj
     published = [(ch, broker.publish(ch, Event(str(i)))) for i, ch in enumerate(channels)]
     cut = data.draw(st.integers(0, len(published) - 1))
     wanted = data.draw(st.sets(st.sampled_from("abcd"), min_size=1))
-    with broker.subscribe(sorted(wanted), published[cut][1].id) as sub:
-        assert sub.gap == ()
-        assert sub.replay == [e for ch, e in published[cut + 1 :] if ch in wanted]
+    last_channel, last = published[cut]
+    with broker.subscribe(sorted(wanted), last.id) as sub:
+        if last_channel in wanted:
+            assert sub.gap == ()
+            assert list(sub.replay) == [e for ch, e in published[cut + 1 :] if ch in wanted]
+        else:  # an id of another channel is known to none of these: all retained, with a gap
+            assert sub.gap == tuple(sorted(wanted))
+            assert list(sub.replay) == [e for ch, e in published if ch in wanted]
 
 
 def test_waits_work_under_gevent() -> None:
@@ -416,3 +425,160 @@ def test_timed_waits_under_gevent_patched_after_import() -> None:
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+# Resume with ids of any form, judged on the requested channels only (Hardening II).
+
+
+def test_ids_the_publisher_chose_resume_exactly_whatever_their_form(make: Callable[..., Broker]) -> None:
+    """Regression: numeric ids of the application's own ("1", "2": row ids) counted as
+    unknown on the in-memory broker, and every resume replayed the whole history."""
+    broker = make()
+    rows = [broker.publish("a", Event(f"row {i}", id=str(i))) for i in range(1, 6)]
+    with broker.subscribe(["a"], "3") as sub:
+        assert sub.gap == () and list(sub.replay) == rows[3:]
+    with broker.subscribe(["a"], "5") as sub:
+        assert sub.gap == () and list(sub.replay) == []
+    named = [broker.publish("a", Event(f"n{i}", id=f"row-{i:06d}")) for i in range(3)]
+    with broker.subscribe(["a"], "row-000000") as sub:
+        assert sub.gap == () and list(sub.replay) == named[1:]
+
+
+def test_mixed_ids_place_every_requested_channel(make: Callable[..., Broker]) -> None:
+    broker = make()
+    published = []
+    for i in range(12):
+        channel = "ab"[i % 2]
+        own = None if i % 3 else str(100 - i)  # the application's ids, not in order, between the broker's
+        published.append((channel, broker.publish(channel, Event(str(i), id=own))))
+    for cut in range(len(published)):
+        last_channel, last = published[cut]
+        assert last.id is not None
+        for wanted in (("a",), ("b",), ("a", "b")):
+            with broker.subscribe(list(wanted), last.id) as sub:
+                if last_channel in wanted:
+                    assert sub.gap == ()
+                    assert list(sub.replay) == [e for ch, e in published[cut + 1 :] if ch in wanted]
+                else:
+                    assert sub.gap == wanted
+
+
+def test_ids_of_other_channels_reveal_nothing(make: Callable[..., Broker]) -> None:
+    """Regression: a client allowed only ``public`` located the newest ``secret`` id with
+    gap/no-gap probes, because any number up to the newest id of any channel was "known"."""
+    broker = make()
+    first = broker.publish("public", Event("p1"))
+    secrets = [broker.publish("secret", Event(f"s{i}")) for i in range(5)]
+    last = broker.publish("public", Event("p2"))
+    for probe in [secrets[-1].id, secrets[0].id]:
+        assert probe is not None
+        with broker.subscribe(["public"], probe) as sub:
+            assert sub.gap == ("public",)
+            assert list(sub.replay) == [first, last]
+    # A probe between two public ids, or past the newest public one, is a gap alike.
+    for guess in _between(first.id, last.id):
+        with broker.subscribe(["public"], guess) as sub:
+            assert sub.gap == ("public",)
+
+
+def _between(a: str | None, b: str | None) -> list[str]:
+    """Ids of the broker's form just after ``a`` and just after ``b`` (guesses a prober makes)."""
+    assert a is not None and b is not None
+    if "-" in a:  # Redis stream ids
+        ms_a, seq_a = a.split("-")
+        ms_b, seq_b = b.split("-")
+        return [f"{ms_a}-{int(seq_a) + 1}", f"{ms_b}-{int(seq_b) + 1}", f"{int(ms_b) + 1}-0"]
+    return [str(int(a) + 1), str(int(b) + 1), str(int(b) + 10**6)]
+
+
+def test_max_replay_sends_the_newest_events_after_a_gap(make: Callable[..., Broker]) -> None:
+    broker = make()
+    start = broker.publish("a", Event("start"))
+    published = [(ch, broker.publish(ch, Event(str(i)))) for i, ch in enumerate("abab" * 3)]
+    with broker.subscribe(["a", "b"], start.id, max_replay=20) as sub:  # under the cap: exact
+        assert sub.gap == () and list(sub.replay) == [e for _, e in published]
+    with broker.subscribe(["a", "b"], start.id, max_replay=3) as sub:
+        assert list(sub.replay) == [e for _, e in published[-3:]]
+        assert sub.gap == ("a", "b")  # both lost events to the cap
+    with broker.subscribe(["a", "b"], published[-4][1].id, max_replay=2) as sub:
+        assert list(sub.replay) == [e for _, e in published[-2:]]
+        assert sub.gap == ("b",)  # of b9, a10, b11 only b9 was cut
+    with broker.subscribe(["a", "b"], "unknown", max_replay=2) as sub:
+        assert sub.gap == ("a", "b") and list(sub.replay) == [e for _, e in published[-2:]]
+    with broker.subscribe(["a", "b"], start.id, max_replay=0) as sub:
+        assert sub.gap == ("a", "b") and list(sub.replay) == []
+
+
+def test_channels_past_the_bound_are_forgotten_and_their_clients_told() -> None:
+    """Regression: channels were never freed (100k channels of one event: +314 MB)."""
+    broker = MemoryBroker(retained_channels=3)
+    first = broker.publish("c0", Event("0"))
+    for i in range(1, 6):
+        broker.publish(f"c{i}", Event(str(i)))
+    assert broker.channel_count == 3
+    with broker.subscribe(["c0"], first.id) as sub:  # its newest event is still known: nothing missed
+        assert sub.gap == () and list(sub.replay) == []
+    with broker.subscribe(["c0", "c5"], "unknown") as sub:
+        assert sub.gap == ("c0", "c5")
+    again = broker.publish("c0", Event("back"))  # used again: older clients learn what they lost
+    with broker.subscribe(["c0"], first.id) as sub:
+        assert sub.gap == () and list(sub.replay) == [again]
+
+
+def test_forgetting_past_the_memory_of_forgotten_channels_still_reports_gaps() -> None:
+    broker = MemoryBroker(retained_channels=2)
+    early = broker.publish("early", Event("x"))
+    for i in range(10):  # "early" is forgotten, then so is what was remembered of it
+        broker.publish(f"c{i}", Event(str(i)))
+    with broker.subscribe(["early"], early.id) as sub:
+        assert sub.gap == ("early",)  # cannot tell any more: say so
+    late = broker.publish("c9", Event("late"))
+    with broker.subscribe(["c9", "never"], late.id) as sub:  # an id newer than all that was forgotten
+        assert sub.gap == () and list(sub.replay) == []
+
+
+def test_channels_emptied_by_age_are_freed_when_nobody_reads_them() -> None:
+    broker = MemoryBroker(replay_max_age=0.05)
+    for i in range(50):
+        broker.publish(f"old{i}", Event(str(i)))
+    with broker.subscribe(["old49"]):
+        time.sleep(0.1)
+        for i in range(60):
+            broker.publish("fresh", Event(str(i)))
+        # Swept a few per publish: all the expired channels nobody reads are gone.
+        assert broker.channel_count == 2  # "fresh" and "old49", which has a subscriber
+
+
+def test_30k_channels_stay_bounded_in_memory() -> None:
+    import tracemalloc
+
+    broker = MemoryBroker(retained_channels=1000)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(30_000):
+            broker.publish(f"channel-{i}", Event("x"))
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert broker.channel_count == 1000
+    assert grown < 10 * 1024 * 1024, grown  # 1000 buffers and 1000 remembered ends, not 30k (~90 MB before)
+
+
+def test_events_larger_than_max_event_size_are_refused_with_the_setting_named() -> None:
+    broker = MemoryBroker(max_event_size=1000)
+    broker.publish("a", Event("x" * 900))
+    with pytest.raises(ValueError, match=r"max_event_size=1000 \(SSE_MAX_EVENT_SIZE"):
+        broker.publish("a", Event("x" * 1000))
+    with pytest.raises(ValueError, match="max_event_size"):
+        broker.publish("a", Event("é" * 400 + "\n" * 50))  # 800 bytes of text, 300 of data: prefixes
+    assert len(list(broker.subscribe(["a"], "unknown").replay)) == 1  # nothing refused was stored
+    assert MemoryBroker().max_event_size == 1024 * 1024  # by default, below the client's limits
+    MemoryBroker(max_event_size=None).publish("a", Event("x" * 2_000_000))
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError):
+            MemoryBroker(max_event_size=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        MemoryBroker(retained_channels=0)
+    with pytest.raises(ValueError):
+        MemoryBroker().subscribe(["a"], "x", max_replay=-1)

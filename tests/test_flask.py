@@ -139,8 +139,13 @@ def test_publish_json_and_stream_with_replay() -> None:
     assert read_events(resp, 2) == [e1, e2]
     resp.close()
     assert sse.broker.subscriber_count() == 0  # type: ignore[attr-defined]
-    default = client.get("/sse/stream?lastEventId=" + (first.id or ""), buffered=False)
-    assert read_events(default, 1) == [e3]  # the default channel
+    default = client.get("/sse/stream?lastEventId=" + (e2.id or ""), buffered=False)
+    assert read_events(default, 2)[1:] == [e3]  # the default channel, after a gap: e2 is b's
+    default.close()
+    default = client.get("/sse/stream?lastEventId=" + (e3.id or ""), buffered=False)
+    with app.app_context():
+        e4 = sse.publish("after")
+    assert read_events(default, 1) == [e4]
     default.close()
 
 
@@ -318,3 +323,66 @@ def test_streams_pass_straight_to_the_server_and_errors_do_not() -> None:
     finally:
         first.close()
         second.close()
+
+
+def test_broker_limits_come_from_the_config() -> None:
+    """Regression: SSE_REPLAY_MAX_BYTES was ignored and replay_max_bytes= refused; nothing
+    bounded the size of a published event."""
+    app = make_app(SSE_REPLAY_MAX_BYTES=4096, SSE_MAX_EVENT_SIZE=2048, SSE_RETAINED_CHANNELS=7)
+    sse = SSE(app, max_replay=5)
+    broker = sse.broker
+    assert isinstance(broker, MemoryBroker)
+    assert (broker.replay_max_bytes, broker.max_event_size, broker.retained_channels) == (4096, 2048, 7)
+    assert sse.endpoint.options.max_replay == 5
+    with app.app_context():
+        sse.publish("x" * 1000)
+        with pytest.raises(ValueError, match=r"max_event_size=2048 \(SSE_MAX_EVENT_SIZE"):
+            sse.publish("x" * 3000)
+    assert SSE(make_app(), replay_max_bytes=100).broker.replay_max_bytes == 100  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="on the broker you pass"):
+        SSE(make_app(), broker=MemoryBroker(), max_event_size=10)
+
+
+def test_the_default_event_size_limit_is_within_what_our_client_accepts() -> None:
+    from sseproto import DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_LINE_SIZE
+
+    app = make_app()
+    sse = SSE(app)
+    limit = sse.broker.max_event_size  # type: ignore[attr-defined]
+    assert limit <= min(DEFAULT_MAX_LINE_SIZE, DEFAULT_MAX_EVENT_SIZE)
+    with pytest.raises(ValueError, match="SSE_MAX_EVENT_SIZE"):
+        sse.publish("x" * (5 * 1024 * 1024))  # the 5 MiB event that made our client stop
+
+
+def test_sse_stream_refuses_an_oversized_last_event_id() -> None:
+    app = make_app(SSE_MAX_LAST_EVENT_ID_LENGTH=8)
+    sse = SSE(app)
+
+    @app.get("/view")
+    def view() -> Response:
+        return sse.stream("a")
+
+    resp = app.test_client().get("/view", headers={"Last-Event-ID": "x" * 9})
+    assert resp.status_code == 400
+    assert sse.endpoint.active_streams == 0
+
+
+def test_cors_origins_from_an_environment_variable_are_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLASK_SSE_CORS_ORIGINS", "https://a.example, https://b.example")
+    app = make_app(SSE_CORS_CREDENTIALS=True)
+    app.config.from_prefixed_env()
+    SSE(app)
+    client = app.test_client()
+    for origin, allowed in [("https://a.example", True), ("https://b.example", True),
+                            ("https://a.exampl", False), ("https", False), ("", False)]:
+        resp = client.get("/sse/stream", headers={"Origin": origin}, buffered=False)
+        assert (resp.headers.get("Access-Control-Allow-Origin") == origin) is allowed, origin
+        assert ("Access-Control-Allow-Credentials" in resp.headers) is allowed, origin
+        resp.close()
+
+
+def test_the_polyfill_is_served_with_nosniff() -> None:
+    app = make_app()
+    SSE(app)
+    resp = app.test_client().get("/sse/eventsource.js")
+    assert resp.status_code == 200 and resp.headers["X-Content-Type-Options"] == "nosniff"

@@ -610,3 +610,105 @@ def test_disconnect_probe_works_for_descriptors_past_1023() -> None:
     finally:
         sock.close()
         a.close()
+
+
+# Hardening II: replay is lazy and capped; CORS origins are exact.
+
+
+def test_a_gap_replay_of_a_long_history_is_read_lazily_in_bounded_memory() -> None:
+    """Regression: one request with a bogus Last-Event-ID on 16 channels of 1,000 x 1 KiB
+    events encoded the whole ~16 MB replay per connection before sending anything."""
+    broker = MemoryBroker()
+    channels = [f"c{i}" for i in range(16)]
+    for n in range(1000):
+        for channel in channels:
+            broker.publish(channel, Event(f"{n:04d}" + "x" * 1020))
+    app = make(broker, max_replay=None)  # no cap: laziness alone must bound the memory
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        call = Call(app, "/?channel=" + ",".join(channels), last_event_id="bogus")
+        first = call.chunk()
+        opened = tracemalloc.get_traced_memory()[0] - before
+        second = call.chunk()
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert first.startswith(b"retry:") and len(first) <= 64 * 1024 + 2048
+    assert opened < 2 * 1024 * 1024, opened
+    assert peak < 2 * 1024 * 1024, peak
+    decoder = Decoder()
+    got = decoder.feed(first) + decoder.feed(second)
+    assert got[0].event == GAP_EVENT and got[1].data.startswith("0000")
+    # Read to the end: every retained event once, in publish order.
+    total = len(got) - 1
+    while total < 16_000:
+        total += len(decoder.feed(call.chunk()))
+    assert total == 16_000
+    call.close()
+
+
+def test_replay_past_max_replay_is_the_gap_event_then_the_newest(broker: MemoryBroker) -> None:
+    start = broker.publish("a", Event("start"))
+    events = [broker.publish("ab"[i % 2], Event(str(i))) for i in range(10)]
+    call = Call(make(broker, max_replay=4), "/?channel=a,b", last_event_id=start.id or "")
+    got = call.events(5)
+    assert got[0].event == GAP_EVENT
+    assert json.loads(got[0].data) == {"lastEventId": start.id, "channels": ["a", "b"]}
+    assert [e.data for e in got[1:]] == [e.data for e in events[-4:]]
+    call.close()
+    exact = Call(make(broker, max_replay=10), "/?channel=a,b", last_event_id=start.id or "")
+    assert [e.data for e in exact.events(10)] == [e.data for e in events]  # within the cap: no gap
+    exact.close()
+    with pytest.raises(ValueError, match="max_replay"):
+        Options(max_replay=-1)
+
+
+def test_replay_chunks_hold_whole_events_up_to_the_chunk_size(broker: MemoryBroker) -> None:
+    start = broker.publish("a", Event("start"))
+    for i in range(300):
+        broker.publish("a", Event(f"{i:03d}" + "y" * 997))
+    call = Call(make(broker), "/?channel=a", last_event_id=start.id or "")
+    decoder, got = Decoder(), []
+    while len(got) < 300:
+        chunk = call.chunk()
+        assert len(chunk) <= 64 * 1024 and chunk.endswith(b"\n\n")
+        got += decoder.feed(chunk)
+    assert [e.data[:3] for e in got] == [f"{i:03d}" for i in range(300)]
+    call.close()
+
+
+@pytest.mark.parametrize("origins", ["https://app.example.com", "https://app.example.com, https://b.example"])
+def test_a_cors_origin_string_is_matched_exactly_never_as_a_substring(
+    broker: MemoryBroker, origins: str
+) -> None:
+    """Regression: cors_origins="https://app.example.com" with credentials echoed
+    https://app.example.co, https://app.exa, h and "" with Allow-Credentials: true."""
+    app = make(broker, cors_origins=origins, cors_credentials=True)
+    for probe in ["https://app.example.co", "https://app.exa", "h", "", "https://app.example.com.evil"]:
+        call = Call(app, "/", origin=probe)
+        assert "Access-Control-Allow-Origin" not in call.headers, probe
+        assert "Access-Control-Allow-Credentials" not in call.headers, probe
+        call.close()
+    call = Call(app, "/", origin="https://app.example.com")
+    assert call.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert call.headers["Access-Control-Allow-Credentials"] == "true"
+    call.close()
+
+
+def test_bad_cors_origins_are_refused() -> None:
+    for bad in ["https://a.example/", "https://a.example/path", "a.example", "*, https://a.example", 42]:
+        with pytest.raises(ValueError, match="cors_origins"):
+            Options(cors_origins=bad)  # type: ignore[arg-type]
+    assert Options(cors_origins=" * ").cors_origins == "*"
+    assert Options(cors_origins=["https://a.example", "null"]).cors_origins == ("https://a.example", "null")
+
+
+def test_subscription_reply_refuses_an_oversized_last_event_id(broker: MemoryBroker) -> None:
+    """Regression: views calling subscription_reply (and Flask's sse.stream()) skipped the
+    max_last_event_id_length check that the endpoint made."""
+    app = make(broker, max_last_event_id_length=8)
+    reply = app.subscription_reply(["a"], "x" * 9, {})
+    assert reply.status == "400 Bad Request" and b"max_last_event_id_length" in b"".join(reply.body)
+    assert app.active_streams == 0 and broker.subscriber_count() == 0

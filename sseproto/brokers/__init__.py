@@ -6,16 +6,25 @@ networked one fit behind it alike:
 - ``broker.publish(channel, event) -> Event`` stores ``event`` (giving it an id when it
   has none) and hands it to every live subscriber of ``channel``; it never blocks on a
   subscriber.
-- ``broker.subscribe(channels, last_event_id=None) -> Subscription`` starts delivery of
-  live events and, when ``last_event_id`` is given, collects what the client missed.
-- ``subscription.replay`` holds the missed events in id order; ``subscription.gap`` names
-  the channels for which ``last_event_id`` could not be placed (unknown or evicted), whose
-  retained events the replay then includes in full.
+- ``broker.subscribe(channels, last_event_id=None, *, max_replay=None) -> Subscription``
+  starts delivery of live events and, when ``last_event_id`` is given, collects what the
+  client missed: at most ``max_replay`` events (past it, the newest ones, with a gap on
+  the channels that lost some).
+- ``subscription.replay`` is an iterable of the missed events in id order, possibly read
+  lazily as the stream sends them (so a long history is never copied per stream); an
+  iterator of it raises :class:`SubscriptionEnded` if the broker can no longer give it
+  exactly, and the stream then ends so the client resumes. ``subscription.gap`` names
+  the channels for which ``last_event_id`` could not be placed (unknown on the requested
+  channels, or evicted), whose retained events the replay then includes in full.
 - ``subscription.get(timeout)`` returns the next live event, or None when ``timeout``
   seconds pass first (the local subscriptions notice that up to a tenth of ``timeout``,
   at most 0.1 s, late), and raises :class:`SubscriptionEnded` once the subscription is
   closed, fell too far behind, or (a networked broker) could not reach its server to
   replay; ``subscription.close()`` unsubscribes (idempotent).
+
+An id is known only on the requested channels that stored it: an id of another channel
+is a gap, so ids and gap answers reveal nothing about channels a client may not read.
+Brokers refuse events larger than their ``max_event_size`` (ValueError).
 
 Replay and live delivery never overlap and never leave a hole between them.
 
@@ -27,7 +36,7 @@ needs the ``redis`` extra, imported only when used). A networked broker raises
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from .._event import Event
@@ -57,7 +66,7 @@ class Subscription(Protocol):
     def channels(self) -> tuple[str, ...]: ...
 
     @property
-    def replay(self) -> list[Event]: ...
+    def replay(self) -> Iterable[Event]: ...
 
     @property
     def gap(self) -> tuple[str, ...]: ...
@@ -72,7 +81,9 @@ class Broker(Protocol):
 
     def publish(self, channel: str, event: Event) -> Event: ...
 
-    def subscribe(self, channels: Sequence[str], last_event_id: str | None = None) -> Subscription: ...
+    def subscribe(
+        self, channels: Sequence[str], last_event_id: str | None = None, *, max_replay: int | None = None
+    ) -> Subscription: ...
 
     def close(self) -> None: ...
 
@@ -81,8 +92,10 @@ def broker_from_url(url: str | None, **options: int | float | None) -> Broker:
     """The broker a URL names, with ``options`` for its constructor.
 
     ``None`` or ``memory://`` is a :class:`MemoryBroker`; ``redis://``, ``rediss://`` and
-    ``unix://`` URLs are a ``RedisBroker`` (``queue_size``, ``replay_size`` and
-    ``replay_max_age`` mean the same for both). Creating a Redis broker does not connect.
+    ``unix://`` URLs are a ``RedisBroker`` (``queue_size``, ``replay_size``,
+    ``replay_max_age`` and ``max_event_size`` mean the same for both;
+    ``retained_channels`` is the in-memory broker's alone). Creating a Redis broker does
+    not connect.
     """
     if url is None or url in ("memory://", "memory:", "memory"):
         return MemoryBroker(**options)  # type: ignore[arg-type]
@@ -95,5 +108,8 @@ def broker_from_url(url: str | None, **options: int | float | None) -> Broker:
                 raise
             raise ValueError(f"the broker URL {url!r} needs the redis package: "
                              "pip install 'sseproto[redis]'") from exc
+        if "retained_channels" in options:
+            raise ValueError("retained_channels bounds the in-memory broker only; "
+                             "Redis keeps one stream per channel")
         return RedisBroker(url, **options)  # type: ignore[arg-type]
     raise ValueError(f"unknown broker URL {url!r}: expected memory://, redis://, rediss:// or unix://")

@@ -9,6 +9,7 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 from .._event import Event
@@ -34,6 +35,23 @@ class SubscriptionEnded(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(f"subscription ended: {reason}")
         self.reason = reason
+
+
+def check_event_size(event: Event, limit: int | None) -> None:
+    """ValueError when ``event`` encodes to more than ``limit`` bytes (a broker's ``max_event_size``).
+
+    Checked on publish, so that no client ever has to refuse what a server accepted.
+    """
+    if limit is None:
+        return
+    # UTF-8 takes at most 4 bytes a character, and a line break in data becomes
+    # "\ndata: ": most events are far enough below the limit to skip encoding here.
+    if (len(event.data) + len(event.event) + len(event.id or "")) * 7 + 64 <= limit:
+        return
+    size = len(event.encode())
+    if size > limit:
+        raise ValueError(f"the event is {size} bytes encoded, more than max_event_size={limit} "
+                         "(SSE_MAX_EVENT_SIZE in Flask): send large payloads another way, or raise the limit")
 
 
 class _Clock:
@@ -192,7 +210,7 @@ class LocalSubscription:
         self._ready = threading.Event()
         self._due = self._latest = 0.0  # when a timed wait ends, and at the latest (see _Clock)
         self._ended: str | None = None
-        self.replay: list[Event] = []
+        self.replay: Iterable[Event] = ()
         self.gap: tuple[str, ...] = ()
 
     @property
