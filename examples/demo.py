@@ -258,6 +258,18 @@ def create_app() -> tuple[Flask, Demo]:
             return body, status
         return redirect("/", 303)
 
+    @app.before_request
+    def same_origin_posts_only() -> ResponseReturnValue | None:
+        # Another site's page could post a form here (and /drop ends every stream):
+        # browsers name the page that sent a POST in Origin, or mark it in Sec-Fetch-Site.
+        if request.method != "POST":
+            return None
+        origin = request.headers.get("Origin")
+        site = request.headers.get("Sec-Fetch-Site")
+        if (origin is not None and origin != request.host_url.rstrip("/")) or site in ("cross-site", "same-site"):
+            return answer(403, error="posts come from this page only")
+        return None
+
     @app.get("/")
     def page() -> ResponseReturnValue:
         initial = json.dumps(demo.snapshot()).replace("<", "\\u003c")  # safe inside <script>

@@ -6,6 +6,7 @@ import json
 import re
 import signal
 import subprocess
+import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
@@ -27,13 +28,17 @@ class Demo:
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
 
-    def post(self, path: str, **form: str) -> dict[str, Any]:
+    def post(self, path: str, headers: dict[str, str] | None = None, **form: str) -> dict[str, Any]:
         """A form post as the page's script makes it: the JSON answer."""
         body = urllib.parse.urlencode(form).encode()
-        req = urllib.request.Request(self.url + path, data=body, headers={"Accept": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            answer: dict[str, Any] = json.load(resp)
-            return answer
+        req = urllib.request.Request(self.url + path, data=body,
+                                     headers={"Accept": "application/json", **(headers or {})})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                answer: dict[str, Any] = json.load(resp)
+        except urllib.error.HTTPError as exc:
+            answer = {"status": exc.code, **json.load(exc)}
+        return answer
 
 
 def start_demo(tmp: Path) -> Demo:
@@ -272,3 +277,15 @@ def test_prints_its_url_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     out = running.log.read_text()
     assert f"sseproto demo at {running.url}/" in out
     assert "stopped" in out and "Traceback" not in out
+
+
+def test_posts_from_other_sites_are_refused(demo: Demo) -> None:
+    """Regression: the demo's POST endpoints acted on cross-origin form posts, and /drop
+    ends every stream."""
+    for headers in ({"Origin": "https://evil.example"}, {"Origin": "null"},
+                    {"Sec-Fetch-Site": "cross-site"}, {"Origin": demo.url + ".evil.example"}):
+        assert demo.post("/drop", headers=headers)["status"] == 403, headers
+        assert demo.post("/chat", headers=headers, name="x", text="forged")["status"] == 403
+    assert "id" in demo.post("/chat", headers={"Origin": demo.url, "Sec-Fetch-Site": "same-origin"},
+                             name="me", text="mine")
+    assert "dropped" in demo.post("/drop")  # no Origin (a client that is not a browser): allowed
