@@ -7,20 +7,25 @@ tests/apps/fault_app.py). Clients resume with ``Last-Event-ID``; at the end each
 hold exactly the published events, each once, in order. Clients: sseproto's
 ``EventSource`` (threads of this process), and in headless Chromium the polyfill and
 the native ``EventSource`` side by side in one page. Brokers: in memory, and Redis (on
-redis-server and on valkey-server).
+redis-server and on valkey-server). Ids (``ids``): the broker's, the publisher's own
+numbers ("1", "2", ... like database row ids), the publisher's own names
+("row-000001", ...), and runs of all three mixed on the channel.
 
 Run with ``-s`` to see the figures (tabulated in docs/RELIABILITY.md).
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 from chaos_proxy import ChaosProxy
 from conftest import STORES
 from servers import Server, running
@@ -44,12 +49,45 @@ def broker_url(request: pytest.FixtureRequest) -> str | None:
     return str(request.getfixturevalue(f"{request.param}_url"))
 
 
-def publish_slowly(server: Server, channel: str) -> list[tuple[str, str]]:
+# Who chooses the ids: the broker, or the publisher (numbers, or names), or runs of each.
+IDS = ["broker", "numeric", "named", "mixed"]
+# In Chromium "mixed" alone stands for the publisher's ids (numbers and names): a run costs 5 s.
+BROWSER_IDS = ["broker", "mixed"]
+
+
+def chosen_ids(kind: str) -> Iterator[str | None]:
+    """The ids to publish with, in publishing order; None where the broker gives one."""
+    numbers = (str(n) for n in itertools.count(1))  # like database row ids
+    names = (f"row-{n:06d}" for n in itertools.count(1))  # not digits-digits: Redis refuses that
+    if kind == "broker":
+        return itertools.repeat(None)
+    if kind == "numeric":
+        return numbers
+    if kind == "named":
+        return names
+    assert kind == "mixed", kind
+    rng = random.Random(3)  # runs of 1-4 events of each source in turn, within and across batches
+    sources: list[Iterator[str | None]] = [itertools.repeat(None), numbers, names]
+    return (next(source) for source in itertools.cycle(sources) for _ in range(rng.randint(1, 4)))
+
+
+def publish_ids(server: Server, data: str, channel: str, ids: list[str | None]) -> list[str]:
+    """Publish one event per entry of ``ids`` in one request; the ids they got."""
+    r = requests.post(server.url + "/publish", json={"data": data, "channel": channel, "ids": ids},
+                      timeout=10)
+    r.raise_for_status()
+    got = [str(i) for i in r.json()["ids"]]
+    assert all(i is None or i == g for i, g in zip(ids, got, strict=True)), (ids, got)  # kept as chosen
+    return got
+
+
+def publish_slowly(server: Server, channel: str, ids: Iterator[str | None]) -> list[tuple[str, str]]:
     """M events in batches, straight to the server; their (id, data) in publishing order."""
     sent: list[tuple[str, str]] = []
     for batch in range(M_EVENTS // BATCH):
         data = f"b{batch}:" + "x" * 500  # long enough for cuts to land inside events
-        sent += [(event_id, data) for event_id in server.publish_ids(data, channel, BATCH)]
+        batch_ids = list(itertools.islice(ids, BATCH))
+        sent += [(event_id, data) for event_id in publish_ids(server, data, channel, batch_ids)]
         time.sleep(PAUSE)
     return sent
 
@@ -70,14 +108,16 @@ def tally(name: str, sent: list[tuple[str, str]], received: dict[str, list[tuple
 
 
 @pytest.mark.timeout(90)
-def test_python_clients_lose_nothing_through_random_cuts(broker_url: str | None,
+@pytest.mark.parametrize("ids", IDS)
+def test_python_clients_lose_nothing_through_random_cuts(broker_url: str | None, ids: str,
                                                         request: pytest.FixtureRequest) -> None:
     channel = "chaos-" + uuid.uuid4().hex[:8]
     started = time.monotonic()
+    event_ids = chosen_ids(ids)
     with running("gunicorn-gthread", broker_url) as server, ChaosProxy(server.port, seed=7) as proxy:
         # Clients resume from a marker published first: the very first connection may be
         # cut before its first event, and a client without an id would miss events.
-        marker = server.publish_ids("marker", channel)[0]
+        marker = publish_ids(server, "marker", channel, [next(event_ids)])[0]
         url = f"http://127.0.0.1:{proxy.port}/sse/stream?channel={channel}"
         received: dict[str, list[tuple[str, str]]] = {f"py{i}": [] for i in range(N_CLIENTS)}
         gaps: list[str] = []
@@ -95,7 +135,7 @@ def test_python_clients_lose_nothing_through_random_cuts(broker_url: str | None,
         for reader in readers:
             reader.start()
         try:
-            sent = publish_slowly(server, channel)
+            sent = publish_slowly(server, channel, event_ids)
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and any(len(got) < len(sent) for got in received.values()):
                 time.sleep(0.1)
@@ -106,7 +146,8 @@ def test_python_clients_lose_nothing_through_random_cuts(broker_url: str | None,
             for reader in readers:
                 reader.join(5)
         broker = request.node.callspec.params["broker_url"]
-        tally(f"python x{N_CLIENTS} gthread {broker}", sent, received, proxy, time.monotonic() - started)
+        tally(f"python x{N_CLIENTS} gthread {broker} ids={ids}", sent, received, proxy,
+              time.monotonic() - started)
         assert not any(reader.is_alive() for reader in readers)
         assert proxy.cut >= N_CLIENTS  # every client was cut at least once on average
         assert gaps == []
@@ -116,13 +157,15 @@ def test_python_clients_lose_nothing_through_random_cuts(broker_url: str | None,
 
 @pytest.mark.browser
 @pytest.mark.timeout(90)
+@pytest.mark.parametrize("ids", BROWSER_IDS)
 def test_polyfill_and_native_lose_nothing_through_random_cuts(
-    browser: Any, broker_url: str | None, request: pytest.FixtureRequest
+    browser: Any, broker_url: str | None, ids: str, request: pytest.FixtureRequest
 ) -> None:
     channel = "chaos-" + uuid.uuid4().hex[:8]
     started = time.monotonic()
+    event_ids = chosen_ids(ids)
     with running("gunicorn-gevent", broker_url) as server, ChaosProxy(server.port, seed=11) as proxy:
-        marker = server.publish_ids("marker", channel)[0]
+        marker = publish_ids(server, "marker", channel, [next(event_ids)])[0]
         pages = [browser.new_page() for _ in range(PAGES)]
         try:
             for page in pages:
@@ -137,7 +180,7 @@ def test_polyfill_and_native_lose_nothing_through_random_cuts(
                             raise
             for page in pages:
                 page.wait_for_function("window.opens.poly >= 1 && window.opens.native >= 1", timeout=10_000)
-            sent = publish_slowly(server, channel)
+            sent = publish_slowly(server, channel, event_ids)
             for page in pages:
                 page.wait_for_function(f"window.got.poly.length >= {len(sent)} && "
                                        f"window.got.native.length >= {len(sent)}", timeout=30_000)
@@ -153,8 +196,8 @@ def test_polyfill_and_native_lose_nothing_through_random_cuts(
                     for n, (got, _, _) in enumerate(results) for name in ("poly", "native")}
         opens = {f"{name}{n}": count for n, (_, _, o) in enumerate(results) for name, count in o.items()}
         broker = request.node.callspec.params["broker_url"]
-        tally(f"chromium {PAGES}x(polyfill+native) gevent {broker} opens={opens}", sent, received, proxy,
-              time.monotonic() - started)
+        tally(f"chromium {PAGES}x(polyfill+native) gevent {broker} ids={ids} opens={opens}", sent, received,
+              proxy, time.monotonic() - started)
         assert all(count >= 2 for count in opens.values())  # every source was cut and came back
         assert [gaps for _, gaps, _ in results] == [[]] * PAGES
         for name, got in received.items():

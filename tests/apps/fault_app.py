@@ -3,8 +3,9 @@
 Environment: ``SSE_BROKER_URL`` (default: in memory), ``SSE_HEARTBEAT``,
 ``SSE_QUEUE_SIZE``, ``SSE_MAX_CONNECTIONS``, ``SSE_RETRY_AFTER``, ``SSE_BUSY``,
 ``SSE_WRITE_TIMEOUT``, ``SSE_MAX_DURATION``. Channels named
-``secret...`` need the header ``X-Token: letmein``. ``/publish`` answers 400 for what
-``sse.publish`` refuses.
+``secret...`` need the header ``X-Token: letmein``. ``/publish`` publishes ``repeat``
+events with ``id``, or one event per entry of ``ids`` (null: the broker gives the id), and
+answers 400 for what ``sse.publish`` refuses.
 """
 
 from __future__ import annotations
@@ -45,10 +46,11 @@ def may_read(channel: str) -> bool:
 @app.post("/publish")
 def publish() -> ResponseReturnValue:
     body = request.get_json()
+    chosen = body["ids"] if body.get("ids") is not None else [body.get("id")] * body.get("repeat", 1)
     try:
-        ids = [sse.publish(body["data"], event=body.get("event"), id=body.get("id"),
+        ids = [sse.publish(body["data"], event=body.get("event"), id=event_id,
                            channel=body.get("channel")).id
-               for _ in range(body.get("repeat", 1))]
+               for event_id in chosen]
     except (ProtocolError, ValueError) as exc:
         return jsonify(error=str(exc)), 400
     except BrokerUnavailable as exc:
