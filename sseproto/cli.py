@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from . import Event, LimitExceeded, LocalProtocolError
+from . import DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_LINE_SIZE, Event, LimitExceeded, LocalProtocolError
 
 LISTEN_EPILOG = """\
 output: one line per event, as soon as it arrives.
   plain (default):  EVENT: DATA   line breaks in DATA are written as \\n, backslashes as \\\\
   --json:           {"event": ..., "data": ..., "id": ...}   (id is the stream's last event id)
+control characters from the server (C0 but tab, DEL, C1) never reach the terminal raw: plain
+output writes them as \\xNN (ESC as \\x1b), JSON as \\uNNNN.
 reconnects like a browser's EventSource (sending Last-Event-ID) until the server answers
 204 (exit 0), answers an error or a wrong content type (exit 1), or Ctrl-C (exit 130).
 """
@@ -25,6 +29,20 @@ output: the id of the stored event, on one line.
 exit status: 0 published, 1 Redis unreachable (nothing published; after a timeout it may
 have been), 2 a usage error (bad URL, channel, type or id).
 """
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
+def _size(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a size >= 1, got {text!r}")
+    return value
 
 
 def _header(text: str) -> tuple[str, str]:
@@ -53,13 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
         type=_header,
         default=[],
         metavar="'NAME: VALUE'",
-        help="send this request header on every connection (repeatable)",
+        help="send this request header on every connection (repeatable); not to another origin a "
+        "redirect leads to, unless --forward-headers",
+    )
+    listen.add_argument(
+        "--forward-headers",
+        action="store_true",
+        help="also send the -H headers where a redirect to another origin (scheme, host, port) leads",
     )
     listen.add_argument("--json", action="store_true", help="print one JSON object per event")
     listen.add_argument("--last-event-id", default=None, metavar="ID", help="resume after this event id")
     listen.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         default=60.0,
         metavar="S",
         help="reconnect when nothing (not even a heartbeat) arrives for S seconds (default 60)",
@@ -71,6 +95,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="CODE",
         help="reconnect after this HTTP status instead of exiting, e.g. 502 or 503 (repeatable)",
+    )
+    listen.add_argument(
+        "--max-event-size",
+        type=_size,
+        default=DEFAULT_MAX_EVENT_SIZE,
+        metavar="N",
+        help=f"exit 1 on an event of more than N characters of data (default {DEFAULT_MAX_EVENT_SIZE})",
+    )
+    listen.add_argument(
+        "--max-line-size",
+        type=_size,
+        default=DEFAULT_MAX_LINE_SIZE,
+        metavar="N",
+        help=f"exit 1 on a line of more than N bytes (default {DEFAULT_MAX_LINE_SIZE})",
     )
 
     publish = commands.add_parser(
@@ -100,12 +138,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What a terminal may act on: C0 controls but tab (ESC starts CSI, OSC 52 clipboard writes,
+# title changes), DEL and C1 (U+009B is a one-character CSI). Plain output also escapes
+# the backslash, so every escape reads back unambiguously.
+_PLAIN_UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\\\x7f-\x9f]")
+_PLAIN_ESCAPES = {chr(c): f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+_PLAIN_ESCAPES.update({"\n": "\\n", "\\": "\\\\"})
+# JSON escapes C0 itself; ensure_ascii=False leaves DEL and C1 raw.
+_JSON_UNSAFE = re.compile(r"[\x7f-\x9f]")
+# Messages on stderr: the same controls (a reason phrase is the server's text).
+_MESSAGE_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _plain(text: str) -> str:
+    return _PLAIN_UNSAFE.sub(lambda m: _PLAIN_ESCAPES[m.group()], text)
+
+
+def _message(text: str) -> str:
+    """``text`` with control characters made visible, for stderr."""
+    return _MESSAGE_UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def format_event(event: Event, as_json: bool) -> str:
-    """One output line for ``event``: plain ``EVENT: DATA`` with escaped line breaks, or JSON."""
+    """One output line for ``event``: plain ``EVENT: DATA`` with escaped line breaks, or JSON;
+    either way control characters are escaped, so a server cannot drive the terminal."""
     if as_json:
-        return json.dumps({"event": event.event, "data": event.data, "id": event.id}, ensure_ascii=False)
-    data = event.data.replace("\\", "\\\\").replace("\n", "\\n")
-    return f"{event.event}: {data}"
+        line = json.dumps({"event": event.event, "data": event.data, "id": event.id}, ensure_ascii=False)
+        return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", line)
+    return f"{_plain(event.event)}: {_plain(event.data)}"
 
 
 def listen(args: argparse.Namespace, out: TextIO) -> int:
@@ -117,14 +177,23 @@ def listen(args: argparse.Namespace, out: TextIO) -> int:
         last_event_id=args.last_event_id,
         timeout=(min(10.0, args.timeout), args.timeout),
         retry_statuses=args.retry_status,
+        forward_headers=args.forward_headers,
+        max_event_size=args.max_event_size,
+        max_line_size=args.max_line_size,
     )
     with source:
         try:
             for event in source:
                 out.write(format_event(event, args.json) + "\n")
                 out.flush()
-        except (EventSourceError, LimitExceeded) as exc:
-            print(f"sseproto listen: {exc}", file=sys.stderr)
+        except EventSourceError as exc:
+            print(f"sseproto listen: {_message(str(exc))}", file=sys.stderr)
+            return 1
+        except LimitExceeded as exc:
+            option = "--" + exc.limit.replace("_", "-")
+            what = "a line" if exc.limit == "max_line_size" else "an event"
+            print(f"sseproto listen: the server sent {what} over {option} {exc.value}; "
+                  f"raise {option} if such are expected", file=sys.stderr)
             return 1
     return 0
 

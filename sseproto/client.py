@@ -6,18 +6,22 @@ other status or content type with an :class:`EventSourceError`. Events are hande
 soon as their bytes arrive: every read takes what is there (one system call), never "wait
 for N bytes", for chunked and connection-close-delimited bodies alike; a plain chunked
 body is de-chunked here, so a burst of one-chunk events is decoded in one pass.
+Comments reach ``on_comment`` in stream order with the events. Headers you give go only to
+the origin of the URL you give, unless ``forward_headers=True``.
 """
 
 from __future__ import annotations
 
 import http.client
 import logging
+import math
 import random
 import socket
 import threading
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -25,7 +29,7 @@ from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 from urllib3 import exceptions as u3
 
-from . import DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_LINE_SIZE, Decoder, Event
+from . import DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_LINE_SIZE, Decoder, Event, LimitExceeded
 
 __all__ = [
     "CLOSED",
@@ -45,8 +49,11 @@ log = logging.getLogger("sseproto.client")
 CONNECTING, OPEN, CLOSED = 0, 1, 2
 #: Default (connect, read) timeouts in seconds; the read timeout must exceed the server's heartbeat.
 DEFAULT_TIMEOUT = (10.0, 60.0)
-#: Failed attempts never come faster than this (seconds), even after ``retry: 0``.
+#: Default floor (seconds) of the wait after a failed attempt, even after ``retry: 0``.
 MIN_FAILURE_DELAY = 0.1
+#: The longest wait (seconds) the platform can sleep: every reconnection delay and timeout is
+#: clamped to it, since ``retry:`` may ask for up to 2**64-1 ms (OverflowError unclamped).
+MAX_DELAY = threading.TIMEOUT_MAX
 _READ_SIZE = 64 * 1024
 
 if not hasattr(urllib3.HTTPResponse, "read1"):  # pragma: no cover - urllib3 1.x
@@ -227,17 +234,59 @@ def iter_events(response: requests.Response, *, decoder: Decoder | None = None) 
 
     No reconnection: the iterator ends with the response. A 204 yields nothing; another
     status or content type raises an :class:`EventSourceError`. Pass a ``decoder`` to set
-    limits or keep ``last_event_id`` across responses.
+    limits or keep ``last_event_id`` across responses; its ``on_comment`` is called in stream
+    order with the events yielded.
     """
     if not check_response(response):
         return
     decoder = decoder if decoder is not None else Decoder()
+    in_order = decoder._on_comment is not None
     try:
         for chunk in _chunks(response):
-            yield from decoder.feed(chunk)
+            for piece in _comment_pieces(chunk) if in_order else (chunk,):
+                yield from decoder.feed(piece)
     finally:
         response.close()
     decoder.end()
+
+
+# The pairs of bytes that hold a blank line (CRLF, LF and CR breaks: LF LF, CR CR, LF CR;
+# CRLF CRLF holds LF CR), where an event may end.
+_BLANK_LINES = (b"\n\n", b"\r\r", b"\n\r")
+
+
+def _comment_pieces(chunk: bytes) -> Sequence[bytes]:
+    """``chunk`` cut before each comment line that follows an event's end inside it.
+
+    The decoder calls ``on_comment`` while it parses a chunk and returns the chunk's
+    events afterwards: fed these pieces one by one, with each piece's events handed over
+    before the next piece is fed, comments and events reach the caller in stream order.
+    Without an interior comment (the usual chunk) this is one scan and no copy.
+    """
+    colons = []  # where a line starting with ":" starts, after a line break in the chunk
+    for needle in (b"\n:", b"\r:") if 13 in chunk else (b"\n:",):
+        at = chunk.find(needle)
+        while at >= 0:
+            colons.append(at + 1)
+            at = chunk.find(needle, at + 2)
+    if not colons:
+        return (chunk,)
+    colons.sort()
+    blanks = _BLANK_LINES if 13 in chunk else _BLANK_LINES[:1]
+    pieces = []
+    start = previous = 0
+    for colon in colons:
+        # Cut only when an event may end between the previous comment (or the chunk's
+        # start, where a leading break may end a blank line begun in the last chunk) and
+        # this one; a run of heartbeats stays one piece.
+        if (previous == 0 and chunk[0] in b"\r\n") or any(
+            chunk.find(blank, previous, colon) >= 0 for blank in blanks
+        ):
+            pieces.append(chunk[start:colon])
+            start = colon
+        previous = colon
+    pieces.append(chunk[start:])
+    return pieces
 
 
 def _shutdown(response: requests.Response) -> None:
@@ -314,6 +363,30 @@ class _CuttableAdapter(HTTPAdapter):
 # Errors after which a browser reconnects; SSLError (a ConnectionError) is not one of them.
 _NETWORK_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# What a request redirected to another origin keeps (unless forward_headers): the cookies
+# and proxy credentials requests computed for the new URL. Everything else is rebuilt from
+# requests' defaults and the protocol's own headers.
+_KEPT_ACROSS_ORIGINS = ("Cookie", "Proxy-Authorization")
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of ``url``, the port filled in for http and https."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return scheme, parts.hostname or "", port if port is not None else _DEFAULT_PORTS.get(scheme)
+
+
+def _clamp_timeout(timeout: float | tuple[float, float] | None) -> Any:
+    """requests' timeout with every number clamped to :data:`MAX_DELAY` (a socket cannot wait longer)."""
+    if isinstance(timeout, tuple):
+        return tuple(None if t is None else min(t, MAX_DELAY) for t in timeout)
+    return None if timeout is None else min(timeout, MAX_DELAY)
+
 
 class EventSource:
     """A server-sent event stream, reconnecting like a browser's ``EventSource``; iterate for events.
@@ -326,9 +399,20 @@ class EventSource:
     read) pair: a read timeout longer than the server's heartbeat detects a silent server.
 
     Reconnection waits the stream's ``retry`` (else ``reconnect_delay`` seconds); after
-    failed attempts (refused, timed out, dropped before a response) it waits a random time
-    between that and an exponentially growing bound capped at ``max_backoff`` seconds. A
-    successful connection resets the backoff.
+    failed attempts (refused, timed out, dropped before a response, or a stream that ended
+    without delivering an event) it waits a random time between that (at least
+    ``min_failure_delay``) and an exponentially growing bound capped at ``max_backoff``
+    seconds, so a server that answers ``retry: 0`` and closes cannot make the client storm
+    it. A stream that delivers an event resets the backoff. Every wait is clamped to
+    :data:`MAX_DELAY`, the longest the platform can sleep.
+
+    Redirects are followed; every reconnection starts again at ``url``. Headers you give
+    (``headers``, the session's own, those ``auth`` sets) go only to the origin (scheme,
+    host, port) of ``url``: a redirect to another origin gets requests' default headers,
+    the protocol's (``Accept``, ``Cache-Control``, ``Last-Event-ID``) and the session's
+    cookies for that origin, and so does every hop after it. ``forward_headers=True`` sends
+    them along, as requests does (it drops only ``Authorization`` on a change of host).
+    ``on_comment`` is called with each comment (heartbeats) in stream order with the events.
 
     ``retry_statuses`` are statuses to treat as failed attempts rather than as the end, as
     browsers do not: ``(502, 503, 504)`` keeps a service listening through a proxy's
@@ -355,10 +439,18 @@ class EventSource:
         max_line_size: int = DEFAULT_MAX_LINE_SIZE,
         on_comment: Callable[[str], object] | None = None,
         retry_statuses: Collection[int] = (),
+        forward_headers: bool = False,
+        min_failure_delay: float = MIN_FAILURE_DELAY,
         rng: random.Random | None = None,
     ) -> None:
-        if reconnect_delay < 0 or max_backoff < 0:
-            raise ValueError("reconnect_delay and max_backoff must be >= 0 seconds")
+        # min_failure_delay must be > 0: zero would let failed attempts come back to back.
+        delays = (("reconnect_delay", reconnect_delay, False), ("max_backoff", max_backoff, False),
+                  ("min_failure_delay", min_failure_delay, True))
+        for name, value, positive in delays:
+            if not (isinstance(value, (int, float)) and math.isfinite(value)
+                    and (value > 0 if positive else value >= 0)):
+                raise ValueError(f"{name} must be a finite number {'>' if positive else '>='} 0 seconds, "
+                                 f"got {value!r}")
         if any(type(status) is not int or not 300 <= status <= 599 for status in retry_statuses):
             raise ValueError(f"retry_statuses must be HTTP error statuses (300-599), got {retry_statuses!r}")
         self.url = url
@@ -373,10 +465,13 @@ class EventSource:
         self._session = session
         self._headers = dict(headers or {})
         self._auth = auth
-        self._timeout = timeout
+        self._timeout = _clamp_timeout(timeout)
         self._reconnect_delay = reconnect_delay
         self._max_backoff = max_backoff
+        self._min_failure_delay = min_failure_delay
         self._retry_statuses = frozenset(retry_statuses)
+        self._forward_headers = forward_headers
+        self._on_comment = on_comment
         self._rng = rng if rng is not None else random.Random()
         self._decoder = Decoder(
             last_event_id=last_event_id or "",
@@ -411,12 +506,13 @@ class EventSource:
         return self._reconnect_delay if retry is None else retry / 1000
 
     def next_delay(self, failures: int) -> float:
-        """The wait, in seconds, before a reconnection that follows ``failures`` failed attempts in a row."""
-        base = self.reconnection_time
+        """The wait, in seconds, before a reconnection that follows ``failures`` failed attempts in a row
+        (clamped to :data:`MAX_DELAY`)."""
+        base = min(self.reconnection_time, MAX_DELAY)
         if failures <= 0:
             return base
-        low = max(base, MIN_FAILURE_DELAY)
-        high = max(low, min(self._max_backoff, low * 2.0 ** min(failures, 64)))
+        low = max(base, self._min_failure_delay)
+        high = max(low, min(self._max_backoff, low * 2.0 ** min(failures, 64), MAX_DELAY))
         return self._rng.uniform(low, high)
 
     def __iter__(self) -> Iterator[Event]:
@@ -448,9 +544,11 @@ class EventSource:
         if not running and self._own_session:
             self._session.close()
 
-    def _request_headers(self) -> dict[str, str | bytes]:
+    def _request_headers(self, user: bool = True) -> dict[str, str | bytes]:
+        """The protocol's headers, with the user's (``user=True``) between them."""
         headers: dict[str, str | bytes] = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
-        headers.update(self._headers)
+        if user:
+            headers.update(self._headers)
         # As Chromium: spaces and tabs around the id are trimmed (a header value cannot
         # carry them), and nothing is sent when nothing is left. UTF-8, as browsers send it.
         last_id = self._decoder.last_event_id.strip(" \t")
@@ -460,15 +558,35 @@ class EventSource:
 
     def _connect(self) -> requests.Response | None:
         """One attempt: the response, or None after a network failure (counted for backoff)."""
+        session = self._session
         try:
-            response = self._session.get(
+            response = session.get(
                 self.url,
                 headers=self._request_headers(),
                 auth=self._auth,
                 timeout=self._timeout,
                 stream=True,
-                allow_redirects=True,
+                allow_redirects=False,
             )
+            # Redirects, one hop at a time: requests prepares each next request by its rules
+            # (method, cookies, Authorization, proxies); headers stay with their origin here.
+            origin = _origin(response.request.url or self.url)
+            history: list[requests.Response] = []
+            while (request := response.next) is not None:
+                response.close()
+                history.append(response)
+                if len(history) > session.max_redirects:
+                    raise requests.TooManyRedirects(
+                        f"Exceeded {session.max_redirects} redirects.", response=response
+                    )
+                if self._closing.is_set():
+                    return None
+                if not self._forward_headers and _origin(request.url or "") != origin:
+                    self._leave_headers_behind(request)
+                settings = session.merge_environment_settings(request.url, {}, True, None, None)
+                response = session.send(request, allow_redirects=False, timeout=self._timeout, **settings)
+            if history:
+                response.history = history
         except requests.exceptions.SSLError:
             raise
         except _NETWORK_ERRORS as exc:
@@ -481,6 +599,21 @@ class EventSource:
                 return None
             self._response = response
         return response
+
+    def _leave_headers_behind(self, request: requests.PreparedRequest) -> None:
+        """Strip a request redirected to another origin of every header the user gave."""
+        log.info("redirected to another origin, %s: not sending your headers there", request.url)
+        headers: Any = requests.utils.default_headers()  # a CaseInsensitiveDict
+        headers.update(self._request_headers(user=False))
+        for name in _KEPT_ACROSS_ORIGINS:
+            value = request.headers.get(name)
+            if value is not None:
+                headers[name] = value
+        request.headers = headers
+        # As requests' rebuild_auth: ~/.netrc may hold credentials for the new host.
+        netrc = requests.utils.get_netrc_auth(request.url or "") if self._session.trust_env else None
+        if netrc is not None:
+            request.prepare_auth(netrc)
 
     def _run(self) -> Iterator[Event]:
         with self._lock:
@@ -504,15 +637,17 @@ class EventSource:
                             return
                         else:
                             self._ready_state = OPEN
-                            self._failures = 0
-                            yield from self._read(response)
+                            delivered = yield from self._read(response)
+                            # A stream that ends without an event is a failed attempt: a server
+                            # answering retry: 0 and closing at once meets the backoff.
+                            self._failures = 0 if delivered else self._failures + 1
                     finally:
                         with self._lock:
                             self._response = None
                         response.close()
                 if self._closing.is_set():
                     return
-                delay = max(self.next_delay(self._failures), retry_after)
+                delay = min(max(self.next_delay(self._failures), retry_after), MAX_DELAY)
                 log.info("reconnecting to %s in %.3f s", self.url, delay)
                 self._ready_state = CONNECTING
                 self._closing.wait(delay)
@@ -525,25 +660,46 @@ class EventSource:
             if self._own_session:
                 self._session.close()
 
-    def _read(self, response: requests.Response) -> Iterator[Event]:
-        """The events of one response, until it ends, drops or times out, or the source closes."""
+    def _read(self, response: requests.Response) -> Generator[Event, None, bool]:
+        """The events of one response, until it ends, drops or times out, or the source closes;
+        returns whether it delivered any."""
         decoder = self._decoder
+        feed = decoder.feed
         closing = self._closing.is_set
+        in_order = self._on_comment is not None
+        delivered = False
         try:
             for chunk in _chunks(response):
-                for event in decoder.feed(chunk):
-                    if closing():
-                        return
-                    # The decoder has run ahead to the end of the chunk: last_event_id reports
-                    # the id of the event being delivered.
-                    self._delivering = event
-                    yield event
-                self._delivering = None
-                self._last_event_id = decoder.last_event_id
+                # With on_comment, pieces keep comments in order with the events around them.
+                for piece in _comment_pieces(chunk) if in_order else (chunk,):
+                    for event in feed(piece):
+                        if closing():
+                            return delivered
+                        # The decoder has run ahead to the end of the piece: last_event_id
+                        # reports the id of the event being delivered.
+                        self._delivering = event
+                        delivered = True
+                        yield event
+                    self._delivering = None
+                    self._last_event_id = decoder.last_event_id
         except _NETWORK_ERRORS as exc:
             if closing():
-                return
+                return delivered
             log.info("stream from %s dropped: %s", self.url, exc)
+        except LimitExceeded as exc:
+            raise _limit_error(exc) from None
         # The unfinished event of an ended or dropped response is never delivered.
-        decoder.end()
+        try:
+            decoder.end()
+        except LimitExceeded as exc:
+            raise _limit_error(exc) from None
         self._last_event_id = decoder.last_event_id
+        return delivered
+
+
+def _limit_error(exc: LimitExceeded) -> LimitExceeded:
+    """The decoder's error worded for the client, whose own arguments set the limits."""
+    found = str(exc).split(";", 1)[0]  # "a line of at least N bytes exceeds max_line_size=M"
+    kind = "lines" if exc.limit == "max_line_size" else "events"
+    advice = f"pass a larger EventSource({exc.limit}=...) if such {kind} are expected"
+    return LimitExceeded(exc.limit, exc.value, f"{found}; {advice}")

@@ -64,12 +64,13 @@ Framing = Literal["chunked", "close", "length"]
 
 @dataclass(frozen=True)
 class Reply:
-    """One scripted response."""
+    """One scripted response; ``reason`` replaces the status line's usual reason phrase."""
 
     status: int = 200
     headers: Mapping[str, str] = field(default_factory=lambda: dict(SSE_HEADERS))
     body: Sequence[Step] = ()
     framing: Framing = "chunked"
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,8 @@ def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
                     server._open.discard(self.connection)
 
         def _send(self, reply: Reply) -> None:
-            head = [f"HTTP/1.1 {reply.status} {_reason(reply.status)}"]
+            reason = _reason(reply.status) if reply.reason is None else reply.reason
+            head = [f"HTTP/1.1 {reply.status} {reason}"]
             head += [f"{k}: {v}" for k, v in reply.headers.items()]
             if reply.framing == "chunked":
                 head.append("Transfer-Encoding: chunked")

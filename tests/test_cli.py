@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import threading
@@ -15,6 +16,7 @@ from conftest import PYTHON, ROOT, free_port
 from scripted_server import DROP, Gate, Pause, Reply, ScriptedServer, sse
 
 from sseproto import Event
+from sseproto._event import MAX_RETRY
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -194,7 +196,7 @@ def test_publish_stores_the_event_and_prints_its_id(cli: type[Cli], redis_url: s
             assert (out, status) == (["mine"], 0)
             assert live.get(10) == Event("own id", id="mine")
         with broker.subscribe([channel], before.id) as sub:
-            assert sub.replay == [sent, Event("own id", id="mine")]
+            assert list(sub.replay) == [sent, Event("own id", id="mine")]  # an Iterable, by the interface
     finally:
         broker.close()
 
@@ -221,3 +223,94 @@ def test_publish_usage_errors_exit_2(cli: type[Cli], args: tuple[str, ...], mess
     out, status, err = cli("publish", *args).rest()
     assert (out, status) == ([], 2)
     assert message in err and "Traceback" not in err
+
+
+# -- regressions found by hostile probes -------------------------------------------------
+
+# What a terminal acts on: C0 but tab (LF only as the end of an output line), DEL, C1.
+TERMINAL_CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+HOSTILE = [
+    "event: \x1b]0;pwned\x07\ndata: title\n\n",  # a window title change
+    "data: \x1b]52;c;SGVsbG8=\x07\n\n",  # OSC 52: a clipboard write
+    "data: \x1b[2J\x1b[H\n\n",  # clear the screen
+    "data: \u009b31mred\u009b0m \u0085 \x7f\x00 tab\there \u00e9\u6771\n\n",  # C1 CSI, NEL, DEL, NUL
+]
+
+
+def test_listen_makes_terminal_controls_visible_and_inert(server: ScriptedServer, cli: type[Cli]) -> None:
+    """Server bytes were written raw: OSC 52, CSI 2J and title changes reached the terminal."""
+    url = server.script("/s", Reply(body=sse("retry: 10\n", *HOSTILE, "data: a\\b\ndata: c\n\n")), END)
+    out, status, err = cli("listen", url).rest()
+    assert (status, err) == (0, "")
+    assert out == [
+        "\\x1b]0;pwned\\x07: title",
+        "message: \\x1b]52;c;SGVsbG8=\\x07",
+        "message: \\x1b[2J\\x1b[H",
+        "message: \\x9b31mred\\x9b0m \\x85 \\x7f\\x00 tab\there \u00e9\u6771",
+        "message: a\\\\b\\nc",  # the format as before: backslash doubled, line break as \n
+    ]
+    assert not any(TERMINAL_CONTROLS.search(line) for line in out)
+
+
+def test_listen_json_escapes_del_and_c1(server: ScriptedServer, cli: type[Cli]) -> None:
+    """--json passed U+009B (a one-character CSI) and DEL raw: ensure_ascii=False escapes only C0."""
+    url = server.script("/s", Reply(body=sse("retry: 10\n", *HOSTILE)), END)
+    out, status, err = cli("listen", "--json", url).rest()
+    assert (status, err) == (0, "")
+    assert not any(TERMINAL_CONTROLS.search(line) for line in out)
+    assert [json.loads(line)["data"] for line in out] == [
+        "title", "\x1b]52;c;SGVsbG8=\x07", "\x1b[2J\x1b[H",
+        "\u009b31mred\u009b0m \u0085 \x7f\x00 tab\there \u00e9\u6771",
+    ]
+    assert json.loads(out[0])["event"] == "\x1b]0;pwned\x07"
+    assert "\\u009b31m" in out[3] and "\u00e9\u6771" in out[3]  # C1 escaped; other text stays readable
+
+
+def test_listen_error_message_makes_controls_visible(server: ScriptedServer, cli: type[Cli]) -> None:
+    """The reason phrase of a status line is the server's text, printed in the error message."""
+    busy = Reply(503, {"Content-Type": "text/plain"}, [b"x"], "length", reason="\x1b]0;pwned\x07")
+    url = server.script("/s", busy)
+    out, status, err = cli("listen", url).rest()
+    assert (out, status) == ([], 1)
+    assert "503 \\x1b]0;pwned\\x07" in err
+    assert not TERMINAL_CONTROLS.search(err.rstrip("\n"))
+
+
+def test_listen_survives_a_huge_retry(server: ScriptedServer, cli: type[Cli]) -> None:
+    """retry: 2**64-1 printed an OverflowError traceback: the wait is clamped, so it waits."""
+    url = server.script("/s", Reply(body=sse(f"retry: {MAX_RETRY}\ndata: a\n\n"), framing="close"))
+    listen = cli("listen", url)
+    assert listen.line(15) == "message: a"
+    server.wait_requests("/s", 1)
+    with pytest.raises(subprocess.TimeoutExpired):
+        listen.proc.wait(1.0)  # waiting to reconnect, as the server asked, not dead
+    listen.proc.send_signal(signal.SIGINT)
+    out, status, err = listen.rest()
+    assert (out, status, err) == ([], 130, "")
+    assert len(server.seen("/s")) == 1
+
+
+def test_listen_limit_error_names_the_option(server: ScriptedServer, cli: type[Cli]) -> None:
+    url = server.script("/s", Reply(body=[b"data: ok\n\n", b"data: " + b"x" * 200 + b"\n\n"]))
+    out, status, err = cli("listen", url, "--max-line-size", "100").rest()
+    assert (out, status) == (["message: ok"], 1)
+    assert "--max-line-size 100" in err and "Traceback" not in err and "EventSource" not in err
+
+
+@pytest.mark.parametrize("forward", [False, True], ids=["default", "forward-headers"])
+def test_listen_headers_stay_with_their_origin(server: ScriptedServer, cli: type[Cli], forward: bool) -> None:
+    with ScriptedServer() as other:  # another port: another origin
+        start = server.script("/old", Reply(307, {"Location": other.url("/new")}, (), "length"))
+        other.script("/new", Reply(body=sse("retry: 10\ndata: a\n\n")), END)
+        flags = ["--forward-headers"] if forward else []
+        out, status, _ = cli("listen", start, "-H", "X-Api-Key: k", *flags).rest()
+        assert (out, status) == (["message: a"], 0)
+        assert [r.headers.get("x-api-key") for r in server.seen("/old")] == ["k", "k"]
+        assert [r.headers.get("x-api-key") for r in other.seen("/new")] == ["k" if forward else None] * 2
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "nan", "inf"])
+def test_bad_timeout_is_a_usage_error(cli: type[Cli], value: str) -> None:
+    out, status, err = cli("listen", "http://127.0.0.1:9/", "--timeout", value).rest()
+    assert (out, status) == ([], 2)
+    assert "seconds > 0" in err and "Traceback" not in err

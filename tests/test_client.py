@@ -18,18 +18,24 @@ from typing import Any
 import pytest
 import requests
 from conftest import missing
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from scripted_server import DROP, SSE_HEADERS, Framing, Gate, Pause, Repeat, Reply, ScriptedServer, Step, sse
+from strategies import splits
 
 from sseproto import Decoder, Event, LimitExceeded
+from sseproto._event import MAX_RETRY
 from sseproto.client import (
     CLOSED,
     CONNECTING,
+    MAX_DELAY,
     MIN_FAILURE_DELAY,
     OPEN,
     ContentTypeError,
     EventSource,
     EventSourceError,
     HTTPStatusError,
+    _comment_pieces,
     _Dechunker,
     iter_events,
 )
@@ -560,3 +566,216 @@ def test_source_closed_before_iterating_yields_nothing(server: ScriptedServer) -
     assert list(source) == []
     assert source.ready_state == CLOSED
     assert server.seen("/s") == []
+
+
+# -- regressions found by hostile probes -------------------------------------------------
+
+
+def _ordered(stream: Iterator[Event], seen: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Events of ``stream`` appended to ``seen``, where the comment callback appends too."""
+    for event in stream:
+        seen.append(("event", event.data))
+    return seen
+
+
+# Comments between, after and before events, in one write, then across writes.
+ORDER_WIRE = [b"data: Hello\n\n:Hello\n", b": a\ndata: 1\n\n: b\n: c\ndata: 2\r\n\r\n:d\rdata: 3\n\n",
+              b"data: 4\n", Pause(0.05), b"\n: after 4\n"]
+ORDER = [("event", "Hello"), ("comment", "Hello"), ("comment", "a"), ("event", "1"), ("comment", "b"),
+         ("comment", "c"), ("event", "2"), ("comment", "d"), ("event", "3"), ("event", "4"),
+         ("comment", "after 4")]
+
+
+def test_comments_and_events_reach_the_caller_in_stream_order(server: ScriptedServer) -> None:
+    """on_comment used to fire for a whole chunk before its events were yielded."""
+    url = server.script("/s", Reply(body=ORDER_WIRE), END)
+    seen: list[tuple[str, str]] = []
+    with EventSource(url, on_comment=lambda text: seen.append(("comment", text)), **FAST) as source:
+        assert _ordered(source, seen) == ORDER
+
+
+def test_iter_events_keeps_comments_in_stream_order(server: ScriptedServer) -> None:
+    url = server.script("/s", Reply(body=ORDER_WIRE))
+    seen: list[tuple[str, str]] = []
+    decoder = Decoder(on_comment=lambda text: seen.append(("comment", text)))
+    with requests.get(url, stream=True, timeout=5) as response:
+        assert _ordered(iter_events(response, decoder=decoder), seen) == ORDER
+
+
+_order_parts = st.sampled_from(
+    [b"data: x", b"data: y", b"id: 1", b"event: t", b":", b": c", b": d", b"\n", b"\r", b"\r\n", b"\n\n",
+     b"\r\r", b"\n:", b"\r:", b" ", b"x", b"\xef\xbb\xbf"]
+)
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_order_parts, max_size=40).map(b"".join), st.data())
+def test_comment_pieces_keep_stream_order_under_any_chunking(stream: bytes, data: st.DataObject) -> None:
+    """Fed byte by byte, the decoder finishes at most one line per call: that order is the
+    stream's. Any chunking, cut into comment pieces, must give the same order."""
+
+    def order(chunks: list[bytes], cut: bool) -> list[tuple[str, str]]:
+        seen: list[tuple[str, str]] = []
+        decoder = Decoder(on_comment=lambda text: seen.append(("comment", text)))
+        for chunk in chunks:
+            for piece in _comment_pieces(chunk) if cut else (chunk,):
+                assert piece
+                seen += [("event", e.data) for e in decoder.feed(piece)]
+        return seen
+
+    expected = order([stream[i : i + 1] for i in range(len(stream))], cut=False)
+    chunks = [c for c in data.draw(splits(stream)) if c]
+    assert order(chunks, cut=True) == expected
+    assert b"".join(p for c in chunks for p in _comment_pieces(c)) == stream
+
+
+def test_comment_pieces_leave_runs_of_heartbeats_whole() -> None:
+    assert _comment_pieces(b"data: a\n\n") == (b"data: a\n\n",)
+    assert _comment_pieces(b": a\n: b\n: c\n") == [b": a\n: b\n: c\n"]
+    assert _comment_pieces(b"data: a\n\n: b\n: c\ndata: d\n\n:e\n") == [
+        b"data: a\n\n", b": b\n: c\ndata: d\n\n", b":e\n"]
+    # A leading line break may end a blank line begun in the last chunk: an event, then the comment.
+    assert _comment_pieces(b"\n: after\n") == [b"\n", b": after\n"]
+
+
+@pytest.mark.parametrize(
+    ("body", "limit"),
+    [([b"data: " + b"x" * 200 + b"\n\n"], "max_line_size"),
+     ([b"data: " + b"x" * 90 + b"\n"] * 3 + [b"\n"], "max_event_size")],
+    ids=["line", "event"],
+)
+def test_limit_error_names_the_client_arguments(server: ScriptedServer, body: list[Step], limit: str) -> None:
+    """The message named the Decoder, which a client user never sees or configures."""
+    url = server.script("/s", Reply(body=[b"data: ok\n\n", *body]))
+    with EventSource(url, max_event_size=100, max_line_size=100, **FAST) as source:
+        got = []
+        with pytest.raises(LimitExceeded) as info:
+            for event in source:
+                got.append(event.data)
+    assert got == ["ok"]
+    assert (info.value.limit, info.value.value) == (limit, 100)
+    message = str(info.value)
+    assert f"exceeds {limit}=100" in message and f"EventSource({limit}=...)" in message
+    assert "Decoder" not in message
+
+
+def test_retry_zero_and_close_at_once_meets_the_backoff(
+    server: ScriptedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server answering retry: 0 and closing got 2,133 connections in 3 s: a stream that
+    delivers no event is a failed attempt (backoff with jitter, floor min_failure_delay)."""
+    url = server.script("/s", Reply(body=sse("retry: 0\n: nothing here\n"), framing="close"))
+    caplog.set_level(logging.INFO, logger="sseproto.client")
+    source = EventSource(url, timeout=(2, 5), rng=random.Random(3))
+    reader = Reader(source)
+    reader.start()
+    reader.join(3.0)
+    source.close()
+    reader.finish()
+    assert reader.error is None and reader.events == []
+    connections = len(server.seen("/s"))
+    # The floor alone allows 3 / 0.1 + 1 = 31; the exponential bound makes it a handful.
+    assert 2 <= connections <= 10, connections
+    delays = [r.args[1] for r in caplog.records if r.msg.startswith("reconnecting")]  # type: ignore[index]
+    assert all(d >= MIN_FAILURE_DELAY for d in delays)  # type: ignore[operator]
+    assert source.next_delay(0) == 0.0  # the stream's retry: 0 holds once an event arrives
+
+
+def test_an_event_resets_the_backoff_of_event_less_streams(
+    server: ScriptedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    empty = Reply(body=sse("retry: 10\n"), framing="close")
+    url = server.script("/s", empty, empty, Reply(body=sse("data: a\n\n")), empty, END)
+    caplog.set_level(logging.INFO, logger="sseproto.client")
+    with EventSource(url, timeout=(2, 5), min_failure_delay=0.05, max_backoff=0.3) as source:
+        assert [e.data for e in collect(source)] == ["a"]
+    delays = [r.args[1] for r in caplog.records if r.msg.startswith("reconnecting")]  # type: ignore[index]
+    assert len(delays) == 4
+    assert all(0.05 <= d <= 0.3 for d in delays[:2])  # type: ignore[operator]
+    assert delays[2] == 0.01  # after the event: the stream's retry
+    assert 0.05 <= delays[3] <= 0.1  # one failure again: the first step of the backoff
+    with pytest.raises(ValueError, match="min_failure_delay"):
+        EventSource(url, min_failure_delay=0)
+    with pytest.raises(ValueError, match="max_backoff"):
+        EventSource(url, max_backoff=float("nan"))
+
+
+def test_a_huge_retry_is_clamped_not_an_overflow(
+    server: ScriptedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """retry: 2**64-1 (ms) made the wait raise OverflowError out of iteration."""
+    url = server.script("/s", Reply(body=sse(f"retry: {MAX_RETRY}\ndata: a\n\n"), framing="close"))
+    caplog.set_level(logging.INFO, logger="sseproto.client")
+    source = EventSource(url, timeout=(2, 5))
+    reader = Reader(source)
+    reader.start()
+    for _ in range(200):
+        if any(r.msg.startswith("reconnecting") for r in caplog.records) or not reader.is_alive():
+            break
+        reader.join(0.05)
+    assert reader.is_alive() and reader.error is None  # waiting, as the server asked
+    assert source.ready_state == CONNECTING
+    source.close()  # the wait ends at once
+    reader.finish()
+    assert reader.ended and reader.error is None
+    assert [e.data for e in reader.events] == ["a"]
+    delays = [r.args[1] for r in caplog.records if r.msg.startswith("reconnecting")]  # type: ignore[index]
+    assert delays == [MAX_DELAY]
+    assert source.next_delay(5) == MAX_DELAY
+    assert len(server.seen("/s")) == 1
+
+
+def test_a_huge_read_timeout_is_clamped(server: ScriptedServer) -> None:
+    url = server.script("/s", Reply(body=sse("data: a\n\n")), END)
+    with EventSource(url, timeout=(2, 1e12), reconnect_delay=0.01) as source:
+        assert [e.data for e in collect(source)] == ["a"]
+
+
+@pytest.fixture
+def other_origin() -> Iterator[ScriptedServer]:
+    """A second server: another port of 127.0.0.1, so another origin."""
+    with ScriptedServer() as s:
+        yield s
+
+
+def _sign(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    """An auth callable that sets its own header."""
+    request.headers["X-Signed"] = "sig"
+    return request
+
+
+@pytest.mark.parametrize("forward", [False, True], ids=["default", "forward_headers"])
+def test_headers_stay_with_their_origin_across_redirects(
+    server: ScriptedServer, other_origin: ScriptedServer, forward: bool
+) -> None:
+    """A redirect to another host used to get the user's X-Api-Key (requests strips only
+    Authorization and Cookie). Every reconnection starts again at the URL given."""
+    start = server.script("/start", Reply(302, {"Location": "/old"}, (), "length"))
+    server.script("/old", Reply(307, {"Location": other_origin.url("/new")}, (), "length"))
+    other_origin.script("/new", Reply(body=sse("id: 1\ndata: a\n\n")), Reply(body=sse("id: 2\ndata: b\n\n")),
+                        END)
+    session = requests.Session()
+    session.headers["X-From-Session"] = "s"
+    with EventSource(start, session=session, headers={"X-Api-Key": "k"}, auth=_sign, forward_headers=forward,
+                     **FAST) as source:
+        assert [e.data for e in collect(source)] == ["a", "b"]
+    session.close()
+    mine = [*server.seen("/start"), *server.seen("/old")]
+    assert len(mine) == 6  # three connections, each through both hops of the first origin
+    ours = [(r.headers["x-api-key"], r.headers["x-signed"], r.headers["x-from-session"]) for r in mine]
+    assert ours == [("k", "sig", "s")] * 6
+    theirs = other_origin.seen("/new")
+    assert [r.headers.get("last-event-id") for r in theirs] == [None, "1", "2"]
+    assert all(r.headers["accept"] == "text/event-stream" for r in theirs)
+    for name, value in (("x-api-key", "k"), ("x-signed", "sig"), ("x-from-session", "s")):
+        assert [r.headers.get(name) for r in theirs] == [value if forward else None] * 3
+
+
+def test_a_redirect_loop_raises_too_many_redirects(server: ScriptedServer) -> None:
+    url = server.script("/loop", Reply(302, {"Location": "/loop"}, (), "length"))
+    session = requests.Session()
+    session.max_redirects = 3
+    with pytest.raises(requests.TooManyRedirects), EventSource(url, session=session, **FAST) as source:
+        collect(source)
+    assert len(server.seen("/loop")) == 4
+    session.close()
