@@ -14,7 +14,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -87,12 +87,14 @@ class Server:
 
 def spawn(name: str, broker_url: str | None = None, *, app: str = "apps.fault_app", threads: int = 64,
           workers: int = 1, connections: int = 1000, graceful: float = 1, port: int | None = None,
-          log: Path | None = None, config: Path | None = None, wait: bool = True, **env: str) -> Server:
+          log: Path | None = None, config: Path | None = None, args: Sequence[str] = (), wait: bool = True,
+          **env: str) -> Server:
     """Start server ``name`` on ``app`` in its own process group; unless ``wait`` is false, wait
     until it accepts connections.
 
     ``threads`` is for gthread and waitress, ``connections`` for gevent; ``workers``,
-    ``graceful`` and ``config`` (a config file, ``-c``) for gunicorn. ``log`` receives the
+    ``graceful`` and ``config`` (a config file, ``-c``) for gunicorn; ``args``, more waitress
+    options (``--outbuf-high-watermark=...``). ``log`` receives the
     output. ``env`` adds to the environment: ``SSE_HEARTBEAT`` 0.5 and ``SSE_BROKER_URL``
     ``broker_url`` (none: in memory) unless given.
     """
@@ -102,6 +104,9 @@ def spawn(name: str, broker_url: str | None = None, *, app: str = "apps.fault_ap
     if config is not None:
         assert cmd[1:3] == ["-m", "gunicorn"], name
         cmd[3:3] = ["-c", str(config)]
+    if args:
+        assert name == "waitress", name
+        cmd[-1:-1] = list(args)  # before the app
     environ = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)]),
                "SSE_HEARTBEAT": "0.5", "SSE_BROKER_URL": broker_url or "", **env}
     out = subprocess.DEVNULL if log is None else log.open("wb")

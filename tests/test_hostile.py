@@ -11,10 +11,12 @@ from __future__ import annotations
 import gc
 import http.client
 import json
+import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -126,6 +128,83 @@ def test_stalled_clients_give_back_their_stream_slots(server: Server) -> None:
         server.wait_for("streams", 0)
 
 
+# What README and sseproto.wsgi's docstring propose for waitress when clients may stop
+# reading: an application thread waits once its connection holds 64 KiB unsent, instead of
+# waitress's default 16 MiB (past 1 MiB in temp files), so a stalled stream stops taking
+# events, its queue overflows and the broker cuts it off, as on the other servers.
+WAITRESS_BOUNDED = ["--outbuf-high-watermark=65536"]
+WAITRESS_DEFAULTS = (
+    "waitress's default outbuf_high_watermark (16 MiB) takes all 8 MB for every stalled reader, "
+    "past 1 MiB in temp files: the server grows by about 5 MB each and keeps them subscribed"
+)
+# Server growth with 20 stalled readers (six runs, a 2-core VM): 12.9-13.6 MB with
+# WAITRESS_BOUNDED, about 9.4 MB of it there with no stalled reader at all (800 retained
+# events, the allocator); 21.6 MB with 256 KiB; 100-108 MB with the defaults, besides 20
+# temp files (153 MB). The bound leaves 4.7 times the bounded figure for other allocators.
+MOST_GROWTH_MB = 64
+
+
+def rss_mb(pid: int) -> float:
+    """A process's resident memory (VmRSS), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def temp_files(pid: int) -> int:
+    """Deleted files a process holds open in the temp directory (waitress's spilled buffers)."""
+    tmp = os.path.realpath(tempfile.gettempdir())
+    links = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            links.append(os.readlink(fd))
+        except OSError:
+            pass
+    return sum(link.startswith(tmp) and link.endswith("(deleted)") for link in links)
+
+
+@pytest.mark.parametrize("settings", [
+    pytest.param(WAITRESS_BOUNDED, id="bounded"),
+    pytest.param([], id="defaults", marks=pytest.mark.xfail(strict=True, raises=AssertionError,
+                                                             reason=WAITRESS_DEFAULTS)),
+])
+def test_stalled_readers_cost_waitress_bounded_memory(settings: list[str]) -> None:
+    """Twenty clients stop reading while 8 MB go to each: with the recommended waitress settings
+    the server grows by a bounded amount, spills nothing to disk, cuts the stalled ones off,
+    and the client that reads gets every event, in order."""
+    with running("waitress", threads=THREADS, args=settings, **SETTINGS) as server:
+        channel = "outbuf-" + uid()
+        server.publish_ids("warm-up", "warm-" + channel, 10)
+        stalled = [stalled_stream(server.port, channel) for _ in range(20)]
+        received: list[str] = []
+        source = EventSource(f"{server.url}/sse/stream?channel={channel}", timeout=(5, 10))
+        reader = threading.Thread(target=lambda: received.extend(e.id or "" for e in source), daemon=True)
+        reader.start()
+        try:
+            assert server.wait_for("subscribers", 21, channel) == 21
+            before = rss_mb(server.proc.pid)
+            # 800 x 10 KB in bursts of 10 (the healthy client's queue holds 100): twice what a
+            # stalled client's kernel buffers (2.85 MiB here), 64 KiB and its queue hold.
+            ids = [i for _ in range(80) for i in server.publish_ids("x" * 10_000, channel, 10)]
+            wait_until(lambda: len(received) >= len(ids), 30)
+            left = server.wait_for("subscribers", 1, channel, seconds=3) - 1
+            grown = rss_mb(server.proc.pid) - before
+            spilled = temp_files(server.proc.pid)
+            held = server.status()["streams"] - 1
+            print(f"\nOUTBUF waitress {' '.join(settings) or '(defaults)'}: stalled=20 published=800x10KB "
+                  f"healthy_received={len(received)} rss_growth={grown:.1f}MB temp_files={spilled} "
+                  f"stalled_still_subscribed={left} stalled_streams_held={held}")
+            assert received == ids
+            assert spilled == 0
+            assert left == 0
+            assert grown < MOST_GROWTH_MB
+        finally:
+            source.close()
+            reader.join(5)
+            for sock in stalled:
+                sock.close()
+        assert server.wait_for("streams", 0) == 0
 
 
 @pytest.mark.parametrize("server", ["gunicorn-gthread"], indirect=True)
