@@ -18,6 +18,7 @@ import math
 import random
 import socket
 import threading
+import time
 from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -400,7 +401,7 @@ class EventSource:
 
     Reconnection waits the stream's ``retry`` (else ``reconnect_delay`` seconds); after
     failed attempts (refused, timed out, dropped before a response, or a stream that ended
-    without delivering an event) it waits a random time between that (at least
+    without delivering an event before ``max_backoff`` seconds) it waits a random time between that (at least
     ``min_failure_delay``) and an exponentially growing bound capped at ``max_backoff``
     seconds, so a server that answers ``retry: 0`` and closes cannot make the client storm
     it. A stream that delivers an event resets the backoff. Every wait is clamped to
@@ -637,10 +638,15 @@ class EventSource:
                             return
                         else:
                             self._ready_state = OPEN
+                            opened = time.monotonic()
                             delivered = yield from self._read(response)
-                            # A stream that ends without an event is a failed attempt: a server
-                            # answering retry: 0 and closing at once meets the backoff.
-                            self._failures = 0 if delivered else self._failures + 1
+                            # A stream that ends without an event, soon, is a failed attempt: a
+                            # server answering retry: 0 and closing at once meets the backoff. One
+                            # open for max_backoff (a quiet channel ended by the server's
+                            # max_duration) is not: reconnecting after retry keeps the rate below
+                            # one per max_backoff already.
+                            healthy = delivered or time.monotonic() - opened >= self._max_backoff
+                            self._failures = 0 if healthy else self._failures + 1
                     finally:
                         with self._lock:
                             self._response = None

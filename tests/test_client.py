@@ -681,6 +681,21 @@ def test_retry_zero_and_close_at_once_meets_the_backoff(
     assert source.next_delay(0) == 0.0  # the stream's retry: 0 holds once an event arrives
 
 
+def test_a_quiet_stream_that_stayed_open_is_no_failed_attempt(
+    server: ScriptedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A channel with no events, ended by the server after a while (SSE_MAX_DURATION), comes
+    back after the stream's retry, not after a growing backoff: only short event-less
+    streams count as failed attempts."""
+    quiet = Reply(body=[*sse("retry: 20\n:\n"), Pause(0.4), *sse(":\n")], framing="close")
+    url = server.script("/s", quiet, quiet, quiet, Reply(body=sse("data: a\n\n")), END)
+    caplog.set_level(logging.INFO, logger="sseproto.client")
+    with EventSource(url, timeout=(2, 5), min_failure_delay=0.1, max_backoff=0.3) as source:
+        assert [e.data for e in collect(source)] == ["a"]
+    delays = [r.args[1] for r in caplog.records if r.msg.startswith("reconnecting")]  # type: ignore[index]
+    assert delays[:3] == [0.02, 0.02, 0.02]
+
+
 def test_an_event_resets_the_backoff_of_event_less_streams(
     server: ScriptedServer, caplog: pytest.LogCaptureFixture
 ) -> None:
