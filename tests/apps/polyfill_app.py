@@ -44,8 +44,10 @@ class DroppingBroker(MemoryBroker):
         self._live: dict[str, weakref.WeakSet[MemorySubscription]] = {}
         self._live_lock = threading.Lock()
 
-    def subscribe(self, channels: Sequence[str], last_event_id: str | None = None) -> MemorySubscription:
-        sub = super().subscribe(channels, last_event_id)
+    def subscribe(
+        self, channels: Sequence[str], last_event_id: str | None = None, **options: Any
+    ) -> MemorySubscription:
+        sub = super().subscribe(channels, last_event_id, **options)
         with self._live_lock:
             for channel in sub.channels:
                 self._live.setdefault(channel, weakref.WeakSet()).add(sub)
