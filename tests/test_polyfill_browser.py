@@ -402,7 +402,7 @@ class Handler(BaseHTTPRequestHandler):
             with self.server.lock:
                 seen = self.server.requests[query.get("k", "")]
                 seen.append({"header": self.headers.get("Last-Event-ID"), "query": query.get("lastEventId"),
-                             "accept": self.headers.get("Accept")})
+                             "accept": self.headers.get("Accept"), "host": self.headers.get("Host")})
                 nth = len(seen)
             STREAMS[url.path[5:]](self, nth, query)
         else:
@@ -501,6 +501,46 @@ def vector(h: Handler, nth: int, query: dict[str, str]) -> None:
     h.stream(*_chunks(_vector_file(query["f"])[int(query["i"])]), pause=0.003)
 
 
+# Event types that a listener registry keyed by plain-object properties would trip on.
+PROTO_NAMES = ["__proto__", "constructor", "toString", "hasOwnProperty", "valueOf", "isPrototypeOf",
+               "__defineGetter__"]
+
+
+def protonames(h: Handler, nth: int, query: dict[str, str]) -> None:
+    """One event of each Object.prototype name, a message, the same again, then done."""
+    named = "".join(f"event: {n}\ndata: {n}\n\n" for n in PROTO_NAMES).encode()
+    h.stream(named, b"data: between\n\n", named, b"event: done\ndata: end\n\n", pause=0.01)
+    h.hold()
+
+
+def moved(h: Handler, nth: int, query: dict[str, str]) -> None:
+    """The first request is redirected to another origin (localhost for 127.0.0.1), which
+    sends one event and ends the stream; the reconnection, wherever it goes, gets the rest."""
+    if nth == 1:
+        h.send_response(307)
+        h.send_header("Location", f"http://localhost:{h.server.server_address[1]}{h.path}")
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+    elif nth == 2:
+        h.stream(b"retry: 50\n\ndata: a\n\n")
+    else:
+        h.stream(b"data: b\n\nevent: done\ndata: x\n\n")
+        h.hold()
+
+
+def oversize(h: Handler, nth: int, query: dict[str, str]) -> None:
+    """An event, then a line (``kind=line``) or an event (``kind=event``) of ``n`` characters,
+    in 64 KiB chunks, then nothing more: the polyfill's caps must end it."""
+    n = int(query["n"])
+    if query["kind"] == "line":
+        big = b"data: " + b"x" * (n - 6)
+    else:
+        line = b"data: " + b"y" * 99 + b"\n"  # 100 characters of data each
+        big = line * (n // 100)
+    h.stream(b"data: a\n\n", *(big[i : i + 65536] for i in range(0, len(big), 65536)), pause=0.001)
+    h.hold()
+
+
 @functools.lru_cache
 def _vector_file(name: str) -> list[dict[str, Any]]:
     vectors: list[dict[str, Any]] = json.loads((VECTORS / name).read_text())["vectors"]
@@ -518,6 +558,9 @@ STREAMS: dict[str, Callable[[Handler, int, dict[str, str]], None]] = {
     "utf8": utf8,
     "poll": poll,
     "vector": vector,
+    "protonames": protonames,
+    "moved": moved,
+    "oversize": oversize,
 }
 
 PAGE = """<!doctype html><meta charset="utf-8"><title>polyfill</title>
@@ -855,3 +898,70 @@ def test_spec_vector_streams_match_native(pages: dict[str, Any]) -> None:
                 continue
             assert got == native, f"{mode} {name} {v['name']}"
     assert quirks >= 3  # spec/vectors/bom.json holds these
+
+
+def test_event_types_named_after_object_prototype_members_match_native(
+    pages: dict[str, Any], server: Scripted
+) -> None:
+    origin = f"http://127.0.0.1:{server.server_address[1]}"
+    named = [[n, 1, n, "", origin] for n in PROTO_NAMES]
+    tail = [["done", 1, "end", "", origin], ["end", "done", 2]]
+    between = ["message", 1, "between", "", origin]
+    # Without listeners of those types, the events go to nobody and the stream goes on
+    # (over fetch and over XMLHttpRequest); with listeners, each is delivered once, in order.
+    unheard = run_all(pages, "proto-unheard", "/sse/protonames", types=["done"])
+    assert unheard["native"]["log"] == [["open", 1], between, *tail]
+    assert_same_as_native(unheard, "log")
+    heard = run_all(pages, "proto-heard", "/sse/protonames", types=[*PROTO_NAMES, "done"])
+    assert heard["native"]["log"] == [["open", 1], *named, between, *named, *tail]
+    assert_same_as_native(heard, "log")
+    for results in (unheard, heard):
+        for mode in MODES:
+            assert len(results[mode]["requests"]) == 1, mode
+
+
+def test_events_after_a_redirect_carry_the_final_origin_as_native(
+    pages: dict[str, Any], server: Scripted
+) -> None:
+    port = server.server_address[1]
+    here, there = f"127.0.0.1:{port}", f"localhost:{port}"
+    results = run_all(pages, "moved", "/sse/moved")
+    first = [["open", 1], ["message", 1, "a", "", f"http://{there}"], ["error", 0], ["open", 1]]
+    # Chromium reconnects to where the redirect led, and the origin stays that one's.
+    assert results["native"]["log"] == [
+        *first, ["message", 1, "b", "", f"http://{there}"], ["done", 1, "x", "", f"http://{there}"],
+        ["end", "done", 2],
+    ]
+    assert [r["host"] for r in results["native"]["requests"]] == [here, there, there]
+    for mode in POLYFILLS:
+        # The polyfill's reconnection asks the URL given again (a documented difference),
+        # and its events carry the origin of each connection's final URL.
+        assert results[mode]["log"] == [
+            *first, ["message", 1, "b", "", f"http://{here}"], ["done", 1, "x", "", f"http://{here}"],
+            ["end", "done", 2],
+        ], mode
+        assert [r["host"] for r in results[mode]["requests"]] == [here, there, here], mode
+
+
+@pytest.mark.parametrize(
+    ("kind", "size", "init"),
+    [
+        ("line", 3000, {"maxLineSize": 1000}),
+        ("event", 3000, {"maxEventSize": 1000}),
+        ("line", 4 * 1024 * 1024 + 100, None),  # the default cap, 4 MiB
+    ],
+)
+def test_a_line_or_event_over_the_cap_fails_the_connection(
+    pages: dict[str, Any], server: Scripted, kind: str, size: int, init: dict[str, int] | None
+) -> None:
+    origin = f"http://127.0.0.1:{server.server_address[1]}"
+    url = f"/sse/oversize?kind={kind}&n={size}"
+    results = run_all(pages, f"over-{kind}-{size}", url, init=init, timeout=4000)
+    # Native EventSource has no cap: it keeps reading. The polyfill fails the connection
+    # (error, CLOSED, no reconnection) after delivering the event before the long line.
+    assert results["native"]["log"] == [["open", 1], ["message", 1, "a", "", origin], ["end", "timeout", 2]]
+    for mode in POLYFILLS:
+        assert results[mode]["log"] == [
+            ["open", 1], ["message", 1, "a", "", origin], ["error", 2], ["end", "closed", 2]
+        ], mode
+        assert len(results[mode]["requests"]) == 1, mode

@@ -38,9 +38,10 @@ function setup(url = 'http://a.test/sse', options = { heartbeatTimeout: 0, buffe
     getResponseHeader(name) {
       return name === 'Content-Type' ? this.type : null;
     }
-    respond(status = 200, type = 'text/event-stream') {
+    respond(status = 200, type = 'text/event-stream', url = undefined) {
       this.status = status;
       this.type = type;
+      this.responseURL = url; // after redirects; undefined where XMLHttpRequest has none
       this.readyState = 2;
       this.onreadystatechange();
     }
@@ -330,4 +331,110 @@ test('long-polling: the next request goes at once after an event, else after the
   assert.deepEqual(log, ['open', 'message a']);
   xhrs[2].fail();
   assert.deepEqual(log, ['open', 'message a', 'error 0']);
+});
+
+// Every name Object.prototype holds that a plain-object registry could trip on.
+const PROTO_NAMES = ['__proto__', 'constructor', 'toString', 'hasOwnProperty', 'valueOf', 'isPrototypeOf', '__defineGetter__'];
+
+test('event types named after Object.prototype members are dispatched like any other', () => {
+  const { es, xhrs, log } = setup('http://a.test/sse', { heartbeatTimeout: 0 });
+  const stream = PROTO_NAMES.map((n) => `event: ${n}\ndata: ${n}\n\n`).join('') + 'data: after\n\n';
+  xhrs[0].respond();
+  xhrs[0].push(stream); // no listener of these types yet: dispatched to nobody
+  assert.deepEqual(log, ['open', 'message after']);
+  const listener = (e) => log.push(`${e.type} ${e.data}`);
+  for (const n of PROTO_NAMES) es.addEventListener(n, listener);
+  xhrs[0].push(stream);
+  assert.deepEqual(log.slice(2), [...PROTO_NAMES.map((n) => `${n} ${n}`), 'message after']);
+  for (const n of PROTO_NAMES) es.removeEventListener(n, listener);
+  assert.equal(es.dispatchEvent({ type: '__proto__' }), true);
+  xhrs[0].push(stream); // each event went once: nothing is delivered again
+  assert.deepEqual(log.slice(2 + PROTO_NAMES.length + 1), ['message after']);
+  assert.equal(es.readyState, 1);
+});
+
+test("events carry the origin of the response's final URL, connection by connection", () => {
+  const { es, xhrs, pending } = setup();
+  const origins = [];
+  es.addEventListener('message', (e) => origins.push(e.origin));
+  xhrs[0].respond(200, 'text/event-stream', 'http://B.test:8080/moved?x=1'); // redirected
+  xhrs[0].push('data: 1\n\n');
+  xhrs[0].fail();
+  pending().fire();
+  assert.equal(xhrs[1].url, 'http://a.test/sse'); // a reconnection asks the URL given
+  xhrs[1].respond(200, 'text/event-stream', 'http://a.test/sse'); // not redirected this time
+  xhrs[1].push('data: 2\n\n');
+  assert.deepEqual(origins, ['http://b.test:8080', 'http://a.test']);
+  // Without responseURL (older browsers, XDomainRequest), the origin of the URL asked.
+  const old = setup('http://c.test:81/sse', { heartbeatTimeout: 0 }, { XDomainRequest: true });
+  old.es.addEventListener('message', (e) => origins.push(e.origin));
+  old.xhrs[0].respond();
+  old.xhrs[0].push('data: 3\n\n');
+  assert.deepEqual(origins.slice(2), ['http://c.test:81']);
+});
+
+// A stream cut after a dispatch, and what the log shows then.
+function overCap(options, ...chunks) {
+  const { es, xhrs, log, timers } = setup('http://a.test/sse', { heartbeatTimeout: 0, ...options });
+  xhrs[0].respond();
+  const states = chunks.map((chunk) => (xhrs[0].push(chunk), es.readyState));
+  xhrs[0].push('\n\ndata: late\n\n');
+  return { log, states, timers: timers.size, aborted: xhrs[0].aborted, requests: xhrs.length };
+}
+
+test('a line over maxLineSize fails the connection, after the events completed before it', () => {
+  const failed = { log: ['open', 'message a', 'error 2'], timers: 0, aborted: true, requests: 1 };
+  // Growing across chunks: 100 characters pass, the 101st fails.
+  assert.deepEqual(overCap({ maxLineSize: 100 }, `data: a\n\ndata: ${'x'.repeat(94)}`, 'x'), { ...failed, states: [1, 2] });
+  // Whole in one chunk (a comment counts too); what follows it is not read.
+  assert.deepEqual(overCap({ maxLineSize: 100 }, `data: a\n\n:${'c'.repeat(100)}\ndata: b\n\n`), { ...failed, states: [2] });
+  // At the cap, or with an Infinity cap, nothing fails.
+  const ok = overCap({ maxLineSize: 100 }, `data: a\n\n:${'c'.repeat(99)}\ndata: ${'x'.repeat(94)}\n\n`);
+  assert.deepEqual(ok.log, ['open', 'message a', `message ${'x'.repeat(94)}`, 'message late']);
+  assert.deepEqual(overCap({ maxLineSize: Infinity }, `data: ${'x'.repeat(5e6)}`).states, [1]);
+});
+
+test('an event over maxEventSize characters of data (each line counts its LF) fails the connection', () => {
+  const line = `data: ${'x'.repeat(49)}\n`; // 50 characters of data
+  const failed = overCap({ maxEventSize: 100 }, `data: a\n\n${line}${line}`, 'data\n');
+  assert.deepEqual(failed, { log: ['open', 'message a', 'error 2'], states: [1, 2], timers: 0, aborted: true, requests: 1 });
+  // The cap is per event.
+  const ok = overCap({ maxEventSize: 100 }, `${line}${line}\n${line}${line}\n`);
+  assert.deepEqual(ok.log, ['open', `message ${'x'.repeat(49)}\n${'x'.repeat(49)}`, `message ${'x'.repeat(49)}\n${'x'.repeat(49)}`, 'message late']);
+});
+
+test('the default caps are 4 MiB characters for a line and for an event', () => {
+  const M4 = 4 * 1024 * 1024;
+  assert.deepEqual(overCap({}, `data: ${'x'.repeat(M4 - 6)}`, 'x').states, [1, 2]);
+  const half = `data:${'y'.repeat(M4 / 2 - 1)}\n`; // M4 / 2 characters of data
+  assert.deepEqual(overCap({}, half + half, 'data\n').states, [1, 2]);
+});
+
+test('a listener that closes the source before a line over the cap sees no error event', () => {
+  const { es, xhrs, log } = setup('http://a.test/sse', { heartbeatTimeout: 0, maxLineSize: 10 });
+  es.addEventListener('message', () => es.close());
+  xhrs[0].respond();
+  xhrs[0].push(`data: a\n\n${'x'.repeat(20)}`);
+  assert.deepEqual(log, ['open', 'message a']);
+  assert.equal(es.readyState, 2);
+});
+
+test('the parser reports a cap after the same events however the stream is split', () => {
+  const { window } = setup();
+  const Parser = window.EventSourcePolyfill._Parser;
+  const streams = [
+    `data: a\n\nid: 1\ndata: b\n\n:${'c'.repeat(40)}\ndata: after\n\n`, // a comment over the line cap
+    `data: a\n\ndata: ${'x'.repeat(30)}\r\ndata: ${'y'.repeat(30)}\rdata: z\n\n`, // data over the event cap
+  ];
+  for (const stream of streams) {
+    const outcomes = new Set();
+    for (const size of [stream.length, 1, 2, 3, 7, 16]) {
+      const got = [];
+      const p = new Parser((type, data, id) => got.push(type === undefined ? 'over' : `${type} ${data} ${id}`), 32, 64);
+      for (let i = 0; i < stream.length && !got.includes('over'); i += size) p.feed(stream.slice(i, i + size));
+      outcomes.add(JSON.stringify(got.slice(0, got.indexOf('over') + 1)));
+    }
+    assert.equal(outcomes.size, 1, [...outcomes].join(' | '));
+    assert.ok([...outcomes][0].endsWith('"over"]'));
+  }
 });

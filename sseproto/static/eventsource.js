@@ -5,12 +5,19 @@
  * window.EventSourcePolyfill, and window.EventSource only when the browser has no usable
  * one (none, or one without withCredentials, which predates CORS).
  *
- * new EventSourcePolyfill(url, {withCredentials, heartbeatTimeout, bufferLimit})
+ * new EventSourcePolyfill(url, {withCredentials, heartbeatTimeout, bufferLimit,
+ *                               maxLineSize, maxEventSize})
  *   heartbeatTimeout  ms without a byte before the connection counts as dropped
  *                     (default 45000; 0 turns it off)
  *   bufferLimit       characters an XHR/XDomainRequest response may grow to before the
  *                     polyfill reconnects, between two events, resuming from the last
  *                     event id (default 262144); the fetch transport keeps no such buffer
+ *   maxLineSize       characters (UTF-16 code units) a line may hold, without its line
+ *                     end, comments too (default 4194304; Infinity: no cap)
+ *   maxEventSize      characters of data an event may hold, each data line counting one
+ *                     more for its LF (default 4194304; Infinity: no cap)
+ *   Past either cap the connection fails, as for a bad response: error, CLOSED, no
+ *   reconnection. The events completed before the line that went over are delivered.
  *
  * Transports, best first: fetch with a streamed body; XMLHttpRequest progress events;
  * XDomainRequest (IE 8/9, cross-origin); XMLHttpRequest without progress events, read
@@ -23,9 +30,12 @@
  * exponentially up to max(reconnection time, 30 s); an onmessage/onopen/onerror handler
  * set to null and set again with no listener added, removed or dispatched in between
  * keeps its place; a listener's exception is rethrown from a timer; events are plain
- * objects. Over XMLHttpRequest and XDomainRequest the browser decodes the text and drops
- * a leading BOM first, so a CR or LF right after it ends a line, as the standard says
- * (Chromium's native EventSource instead reads it as text of the first line).
+ * objects; after a redirect, a reconnection asks the URL given again, where Chromium
+ * asks where the redirect led (events carry the origin of the response's final URL in
+ * both); lines and events have size caps (above). Over XMLHttpRequest and
+ * XDomainRequest the browser decodes the text and drops a leading BOM first, so a CR or
+ * LF right after it ends a line, as the standard says (Chromium's native EventSource
+ * instead reads it as text of the first line).
  *
  * EventSourcePolyfill._Parser and EventSourcePolyfill._Utf8 are internal, exposed for
  * tests only.
@@ -48,6 +58,7 @@
   var DEFAULT_RETRY = 3000; // Chromium's default reconnection time
   var MAX_DELAY = 2147483647; // the largest delay setTimeout takes
   var MAX_RETRY = '18446744073709551615'; // Chromium ignores a retry above 2^64-1
+  var MAX_SIZE = 4194304; // default caps of a line and of an event, as sseproto's Decoder
   var LINE_END = /\r\n|[\r\n]/g;
   var HANDLERS = /^(open|message|error)$/;
   var MIME = /^\s*text\/event-stream\s*(;|$)/i;
@@ -61,10 +72,10 @@
   // Encoding standard's "UTF-8 decoder": each maximal invalid subpart becomes one U+FFFD
   // and a sequence split across chunks is completed by the next one.
   function utf8() {
-    var need = 0;
-    var cp = 0;
-    var lo = 0x80;
-    var hi = 0xbf;
+    var need = 0; // continuation bytes still to come
+    var cp; // the code point so far
+    var lo; // the range of the next continuation byte, set by each lead byte
+    var hi;
     return function (bytes) {
       var out = '';
       var i = 0;
@@ -109,11 +120,22 @@
 
   // Text in, events out: onEvent(type, data, lastEventId) for each dispatch. Feed the
   // decoded text of one connection in pieces split anywhere; end() when it closes.
-  function Parser(onEvent, lastEventId) {
+  // A line longer than maxLine characters (its unfinished part counts as soon as it is
+  // fed), or an event's data longer than maxEvent, is reported as onEvent() without
+  // arguments, after the events before it, whatever the pieces; the caller is then to
+  // stop feeding (the EventSource fails the connection, which ends the parser) until
+  // end(). An undefined cap is none: a comparison with undefined is false.
+  function Parser(onEvent, maxLine, maxEvent) {
     this._on = onEvent;
-    this.lastEventId = lastEventId || ''; // the "last event ID string"
+    this.lastEventId = ''; // the "last event ID string"
     this.retry = null; // ms the stream asked for; null: the client's default
+    this._ml = maxLine;
+    this._me = maxEvent;
     this.end();
+  }
+
+  function limit(p, text, max) {
+    if (text.length > max) p._on(); // over a cap
   }
 
   Parser.prototype.feed = function (text) {
@@ -147,17 +169,16 @@
     // Lines end with CRLF, LF or CR; the buffer holds none, so search only the new text.
     LINE_END.lastIndex = p._buf.length;
     while ((m = LINE_END.exec(buf))) {
-      line = buf.slice(i, m.index);
+      limit(p, (line = buf.slice(i, m.index)), p._ml);
       i = LINE_END.lastIndex;
-      p._line(line); // may run listeners, which may feed another parser
+      parseLine(p, line); // may run listeners, which may feed another parser
       LINE_END.lastIndex = i;
     }
     p._cr = i == buf.length && buf.charAt(i - 1) == '\r'; // a CR that ended a line
-    p._buf = buf.slice(i);
+    limit(p, (p._buf = buf.slice(i)), p._ml); // the unfinished line counts too
   };
 
-  Parser.prototype._line = function (line) {
-    var p = this;
+  function parseLine(p, line) {
     var colon = line.indexOf(':');
     var name = line;
     var value = '';
@@ -179,7 +200,7 @@
       value = line.slice(colon + (line.charAt(colon + 1) == ' ' ? 2 : 1));
     }
     if (name == 'data') {
-      p._data += value + '\n';
+      limit(p, (p._data += value + '\n'), p._me);
     } else if (name == 'event') {
       p._type = value;
     } else if (name == 'id') {
@@ -187,13 +208,14 @@
     } else if (name == 'retry') {
       if (!value) {
         p.retry = null; // Chromium resets the reconnection time to its default
-      } else if (/^[0-9]+$/.test(value)) {
-        // ASCII digits only; compared as digit strings so that 2^64-1 is exact.
-        value = value.replace(/^0+(?=.)/, '');
+      } else if (/^\d+$/.test(value)) {
+        // ASCII digits only (\d is no more in JavaScript); compared as digit strings,
+        // without leading zeros, so that 2^64-1 is exact ("" left is 0).
+        value = value.replace(/^0+/, '');
         if (value.length < 20 || (value.length == 20 && value <= MAX_RETRY)) p.retry = +value;
       }
     }
-  };
+  }
 
   // The connection closed: the unfinished event is dropped, and the next connection's
   // id buffer starts from the last event ID string, as in browsers.
@@ -206,10 +228,9 @@
   };
 
   // Between two events, with nothing pending: a reconnection now loses nothing.
-  Parser.prototype._idle = function () {
-    var p = this;
+  function idle(p) {
     return !(p._buf || p._data || p._type || p._id != p.lastEventId);
-  };
+  }
 
   /* ---- Events and listeners (DOM "EventTarget") ---- */
 
@@ -228,13 +249,22 @@
   // The listener list of one type. An on<type> handler takes the place in it where it
   // is first seen set, as a native handler takes the place where it was first set, and
   // loses it when seen null (looked at on each add, remove and dispatch of that type).
+  // Lists are kept under "on" + type, the name of the type's handler attribute: no key
+  // is then a name Object.prototype holds (__proto__, constructor, toString...). This is
+  // the one place that indexes by type.
   function listeners(es, type) {
-    var list = es._ls[type] || (es._ls[type] = []);
-    var on = HANDLERS.test(type) && es['on' + type];
+    var key = 'on' + type;
+    var list = es._ls[key] || (es._ls[key] = []);
+    var on = HANDLERS.test(type) && es[key];
     var i = find(list, list, 0);
-    if (on && i < 0) list.push({ _f: list, _c: 0 });
-    if (!on && i >= 0) list.splice(i, 1)[0]._gone = 1;
+    if (!on) unlist(list, i);
+    else if (i < 0) list.push({ _f: list, _c: 0 });
     return list;
+  }
+
+  // A removed listener is marked, so that a dispatch under way skips it.
+  function unlist(list, i) {
+    if (i >= 0) list.splice(i, 1)[0]._gone = 1;
   }
 
   function capture(options) {
@@ -301,12 +331,17 @@
     es._hb = init.heartbeatTimeout == null ? 45000 : +init.heartbeatTimeout;
     es._max = init.bufferLimit || 262144;
     es._fails = 0;
-    es._p = new Parser(function (type, data, id) {
-      if (es.readyState == OPEN) {
-        es._got = 1;
-        dispatch(es, new Ev(type, { data: data, lastEventId: id, origin: es._org }));
-      }
-    });
+    es._p = new Parser(
+      function (type, data, id) {
+        if (es.readyState == OPEN) {
+          if (!type) return drop(es, 1); // a line or an event over its cap: fatal
+          es._got = 1;
+          dispatch(es, new Ev(type, { data: data, lastEventId: id, origin: es._org }));
+        }
+      },
+      init.maxLineSize || MAX_SIZE,
+      init.maxEventSize || MAX_SIZE
+    );
     connect(es);
   }
 
@@ -320,14 +355,13 @@
       stop(this);
     },
     addEventListener: function (type, fn, options) {
-      var list = listeners(this, type = String(type));
+      var list = listeners(this, type);
       var cap = capture(options);
       if (fn && find(list, fn, cap) < 0) list.push({ _f: fn, _c: cap, _once: !!(options && options.once) });
     },
     removeEventListener: function (type, fn, options) {
-      var list = listeners(this, String(type));
-      var i = find(list, fn, capture(options));
-      if (i >= 0) list.splice(i, 1)[0]._gone = 1;
+      var list = listeners(this, type);
+      unlist(list, find(list, fn, capture(options)));
     },
     dispatchEvent: function (ev) {
       return dispatch(this, ev);
@@ -339,8 +373,10 @@
   EventSource._Parser = Parser;
   EventSource._Utf8 = utf8;
 
-  // Ends the current connection and its timers; the caller decides what comes next.
+  // Ends the current connection, its timers and its parsing (the unfinished event is
+  // dropped); the caller decides what comes next.
   function stop(es) {
+    es._p.end();
     clearTimeout(es._timer);
     clearTimeout(es._beat);
     es._conn = null;
@@ -352,22 +388,15 @@
     dispatch(es, new Ev(type));
   }
 
-  // "Fail the connection": CLOSED, error, no reconnection.
-  function fail(es) {
-    stop(es);
-    es.readyState = CLOSED;
-    fire(es, 'error');
-  }
-
-  // "Reestablish the connection": CONNECTING, error, and a new request after the
+  // The connection ends in error. fatal: "fail the connection" (CLOSED, no reconnection);
+  // else "reestablish the connection": CONNECTING, and a new request after the
   // reconnection time (doubled after each failure that never reached OPEN).
-  function reconnect(es) {
+  function drop(es, fatal) {
     var retry = retryOf(es._p);
-    var delay;
+    var delay = Math.min(retry * Math.pow(2, es._fails++), Math.max(retry, 30000));
     stop(es);
     if (es.readyState == CLOSED) return;
-    es.readyState = CONNECTING;
-    delay = Math.min(retry * Math.pow(2, es._fails++), Math.max(retry, 30000));
+    es.readyState = fatal ? CLOSED : CONNECTING;
     fire(es, 'error');
     if (es.readyState == CONNECTING) later(es, delay);
   }
@@ -387,7 +416,7 @@
     clearTimeout(es._beat);
     if (es._hb > 0) {
       es._beat = setTimeout(function () {
-        if (es._conn == conn) reconnect(es);
+        if (es._conn == conn) drop(es);
       }, es._hb);
     }
   }
@@ -407,11 +436,12 @@
       if (es._same && /^[!-~]+$/.test(id)) headers['Last-Event-ID'] = id;
       else url += (url.indexOf('?') < 0 ? '?' : '&') + 'lastEventId=' + encodeURIComponent(id);
     }
-    p.end();
     // The transport calls these three; once the connection is replaced, they do nothing.
-    conn.head = function (status, type) {
+    // url: the response's, after redirects, where the transport tells it.
+    conn.head = function (status, type, url) {
       if (es._conn != conn) return;
-      if (status != 200 || !MIME.test(type || '')) return fail(es);
+      if (status != 200 || !MIME.test(type)) return drop(es, 1);
+      if (url) es._org = origin(url); // events carry the origin of the final URL
       es._fails = 0;
       heartbeat(es, conn);
       if (es.readyState == CONNECTING) {
@@ -423,7 +453,7 @@
       if (es._conn != conn) return;
       heartbeat(es, conn);
       p.feed(text);
-      if (size > es._max && es._conn == conn && p._idle()) {
+      if (size > es._max && es._conn == conn && idle(p)) {
         // Bounded memory: a fresh response, resuming from the last event id. From a
         // timer: a request sent in the task that aborted the last one, Chromium may send
         // twice.
@@ -440,7 +470,7 @@
         later(es, es._got ? 0 : retryOf(p));
         return;
       }
-      reconnect(es);
+      drop(es);
     };
     heartbeat(es, conn);
     try {
@@ -483,7 +513,7 @@
       })
       .then(function (res) {
         reader = res.body && res.body.getReader();
-        conn.head(res.status, res.headers.get('Content-Type'));
+        conn.head(res.status, res.headers.get('Content-Type'), res.url);
         if (done) {
           if (reader) reader.cancel();
           return;
@@ -518,7 +548,7 @@
         // shows no status: it has loaded only if it was 200.
         if (!status) {
           if (!headers) conn.head((status = 200), x.contentType);
-          else if ((status = x.status)) conn.head(status, x.getResponseHeader('Content-Type'));
+          else if ((status = x.status)) conn.head(status, x.getResponseHeader('Content-Type'), x.responseURL);
         }
         text = x.responseText;
       } catch (e) {
@@ -533,7 +563,7 @@
     if (headers) {
       for (var k in headers) x.setRequestHeader(k, headers[k]);
       if (credentials) x.withCredentials = true;
-      if (x.overrideMimeType) x.overrideMimeType('text/plain; charset=utf-8'); // always UTF-8
+      if (x.overrideMimeType) x.overrideMimeType('text/plain;charset=utf-8'); // always UTF-8
       x.onreadystatechange = function () {
         if (x.readyState > 1) progress();
         if (x.readyState == 4) conn.end(!status, poll);
