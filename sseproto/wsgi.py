@@ -35,7 +35,9 @@ Wire conventions:
   ``max_duration``; long-lived streams also spread again over new server processes.
 - A write that makes no progress for ``write_timeout`` seconds (a client that stopped
   reading, its buffers full) fails, and the server drops that connection (gunicorn and
-  Werkzeug; waitress buffers such output itself).
+  Werkzeug; on waitress, which buffers output itself, the kernel drops it through
+  ``TCP_USER_TIMEOUT`` on Linux: run waitress with ``--outbuf-high-watermark=65536``, see
+  below).
 - Errors: 400 for a bad channel list or an oversized ``Last-Event-ID``, 403 when the
   authorization callback refuses a channel, 503 with ``Retry-After`` past the connection
   limit (or, with ``busy="retry"``, a stream of just ``retry:`` that ends at once, so
@@ -66,8 +68,11 @@ number of workers and servers.
 - Flask's dev server: threaded (the default of ``flask run`` and ``app.run()``).
 - gunicorn: ``-k gthread --threads N`` or ``-k gevent --worker-connections N``, with
   ``-w 1``; not the sync worker (one stream would hold the whole worker until its timeout).
-- waitress: ``--threads N`` and ``--channel-request-lookahead=1`` (without it a vanished
-  client is noticed only when a write fails, up to two heartbeats later). Waitress 3
+- waitress: ``--threads N``, ``--channel-request-lookahead=1`` (without it a vanished
+  client is noticed only when a write fails, up to two heartbeats later) and
+  ``--outbuf-high-watermark=65536`` (by default a client that stops reading costs up to
+  16 MiB of buffer, past 1 MiB in temp files, before its stream waits; with 64 KiB it
+  waits at once, falls ``queue_size`` events behind and is cut off). Waitress 3
   sends each chunk at once; older versions need ``send_bytes=1``.
 - Behind nginx, ``X-Accel-Buffering: no`` turns off its buffering for the stream (do not
   make nginx ignore it: buffered, events wait and a vanished client keeps its slot); keep
@@ -757,13 +762,35 @@ def _client_socket(environ: WSGIEnvironment) -> Any:
 def _limit_writes(environ: WSGIEnvironment, seconds: float) -> None:
     """Let a write to a client that stopped reading fail after ``seconds``, where the server
     exposes its socket (gunicorn, Werkzeug): the server then drops the connection and the
-    stream gives back its slot and thread, instead of waiting on that client forever."""
+    stream gives back its slot and thread, instead of waiting on that client forever.
+
+    Waitress writes from its own thread and buffers what the application yields, so a
+    socket timeout cannot reach it: there (on Linux) ``TCP_USER_TIMEOUT`` makes the kernel
+    drop a connection whose data stays unacknowledged, a peer's closed window included,
+    for ``seconds``, and waitress then ends the stream.
+    """
     sock = _client_socket(environ)
     if hasattr(sock, "settimeout"):
         try:
             sock.settimeout(seconds)
         except OSError:
             pass
+        return
+    sock = _waitress_socket(environ)
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if sock is not None and option is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, option, max(1, round(seconds * 1000)))
+        except (OSError, ValueError):
+            pass
+
+
+def _waitress_socket(environ: WSGIEnvironment) -> Any:
+    """The client's socket under waitress (the channel behind its ``client_disconnected``
+    check; waitress has no public way to it), else None."""
+    channel = getattr(environ.get("waitress.client_disconnected"), "__self__", None)
+    sock = getattr(channel, "socket", None)
+    return sock if hasattr(sock, "setsockopt") else None
 
 
 def _disconnect_probe(environ: WSGIEnvironment) -> Callable[[], bool] | None:

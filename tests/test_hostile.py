@@ -199,6 +199,11 @@ def test_stalled_readers_cost_waitress_bounded_memory(settings: list[str]) -> No
             assert spilled == 0
             assert left == 0
             assert grown < MOST_GROWTH_MB
+            # Their slots and threads come back too: the kernel drops a connection that takes
+            # nothing for SSE_WRITE_TIMEOUT (TCP_USER_TIMEOUT), and waitress ends its stream.
+            held = server.wait_for("streams", 1, seconds=15) - 1
+            print(f"OUTBUF waitress: stalled_streams_held_later={held}")
+            assert held == 0
         finally:
             source.close()
             reader.join(5)
