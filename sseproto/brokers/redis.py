@@ -1,34 +1,52 @@
 """The Redis broker: history in Redis Streams, one listener connection per process.
 
-Works with Redis >= 6.2 and Valkey. Keys, under ``key_prefix`` (default ``sseproto:``):
+Works with Redis >= 6.2 and Valkey. Keys, each ``{<prefix>}`` followed by a fixed name,
+where ``<prefix>`` is ``key_prefix`` (default ``sseproto:``, no ``{`` or ``}``) wrapped
+as a Redis Cluster hash tag:
 
-- ``<prefix>clock``: a hash with the last id handed out (``ms``, ``seq``), the number
+- ``{<prefix>}clock``: a hash with the last id handed out (``ms``, ``seq``), the number
   of events published (``n``) and the first id ever handed out (``floor``).
-- ``<prefix>channel:<name>``: one stream per channel, the replay history, trimmed with
+- ``{<prefix>}channel:<name>``: one stream per channel, the replay history, trimmed with
   ``MAXLEN ~ replay_size`` (and ``MINID ~`` when ``replay_max_age`` is set).
-- ``<prefix>feed``: one stream of every event of every channel, trimmed with ``MAXLEN ~
+- ``{<prefix>}count:<name>``: a stream beside each channel's, with the same ids and only
+  the channel count ``k`` of each entry (see below), kept to the retained entries and
+  the newest trimmed one: counting and bisecting read it instead of the events.
+- ``{<prefix>}ids:<name>`` and ``{<prefix>}idk:<name>``: the ids publishers chose on
+  that channel: a hash of id -> stream id, and a sorted set of the same ids by the
+  channel count (``k``) of their entry, by which the hash is trimmed with the stream.
+- ``{<prefix>}feed``: one stream of every event of every channel, trimmed with ``MAXLEN ~
   feed_size``; each process reads it with one ``XREAD BLOCK`` connection and fans the
   events out to its local subscribers.
 
+The prefix ends at the first ``}`` of every key, so brokers with different prefixes never
+share a key, whatever the prefixes and channel names (``sse:`` and ``sse:channel:t:``
+used to: channel ``t:channel:news`` of the first was ``news`` of the second); and all
+keys of one broker hash to one cluster slot, as the multi-key scripts below need.
+
 Ids are Redis stream ids (``<ms>-<seq>``) that a Lua script allocates from Redis
 ``TIME`` and the clock, then uses for both ``XADD`` calls in the same script: they
-increase strictly across all channels of one Redis, so one ``Last-Event-ID`` resumes a
+increase strictly across all channels of one prefix, so one ``Last-Event-ID`` resumes a
 stream of several channels, and no two channels ever share an id. Each channel entry
-also records the id of the channel's previous entry (field ``p``), so after trimming the
-oldest retained entry names the newest trimmed one: an id older than that is a gap.
+also records its number on the channel (field ``k``: 1, 2, 3, ...), in the entry and in
+the count stream, which keeps one entry more than the channel: the newest trimmed one.
+So an id is known on a channel when its count stream has it, the events after an id are
+counted with two lookups, and a replay read page by page sees when Redis trimmed
+entries it had not read yet (the next ``k`` is not the one expected).
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import random
 import re
 import threading
 import time
-from collections.abc import Mapping, Sequence
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, NamedTuple, NoReturn, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -37,7 +55,8 @@ from redis.retry import Retry
 
 from .._event import Event
 from . import BrokerUnavailable
-from ._base import Fanout, LocalSubscription
+from ._base import Fanout, LocalSubscription, SubscriptionEnded, check_event_size
+from .memory import MAX_EVENT_SIZE
 
 __all__ = ["RedisBroker", "RedisSubscription"]
 
@@ -51,10 +70,12 @@ _ID = re.compile(r"(\d{1,20})-(\d{1,20})")
 _MAX = 2**64
 
 # Allocates the next id from Redis TIME and the clock, appends the event to its channel
-# stream and to the feed, trims both. One script, so ids and order are the same for both
-# streams and no id is ever handed out twice.
-# KEYS: clock, channel stream, feed. ARGV: channel, replay maxlen, max age in ms (0:
-# none), feed maxlen, then the event's field/value pairs.
+# stream and to the feed, trims both, and keeps the channel's index of publisher-chosen
+# ids to the entries still retained (and the newest trimmed one). One script, so ids and
+# order are the same for both streams and no id is ever handed out twice.
+# KEYS: clock, channel stream, feed, the channel's id hash, the channel's id counts, the
+# channel's count stream. ARGV: channel, replay maxlen, max age in ms (0: none), feed maxlen, '1' when the
+# publisher chose the id (else '0'), that id, then the event's field/value pairs.
 _PUBLISH = """
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
@@ -75,43 +96,225 @@ if not clock[1] then
 end
 redis.call('HSET', KEYS[1], 'ms', string.format('%.0f', ms), 'seq', string.format('%.0f', seq),
            'n', string.format('%.0f', n))
-local prev = ''
-local top = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-if top[1] then
-  prev = top[1][1]
+-- The count of the channel's newest entry (retained or trimmed), from the count stream:
+-- small entries, so no event is read.
+local k = 1
+local top = redis.call('XREVRANGE', KEYS[6], '+', '-', 'COUNT', 1)[1]
+if top then
+  k = tonumber(top[2][2]) + 1
 elseif redis.call('EXISTS', KEYS[2]) == 1 then
+  -- The counts were lost (deleted by hand, evicted): the entries cannot be counted any
+  -- more, so they go, and the newest one stays known as the newest trimmed (count 0).
   local info = redis.call('XINFO', 'STREAM', KEYS[2])
   for i = 1, #info, 2 do
-    if info[i] == 'last-generated-id' then prev = info[i + 1] end
+    if info[i] == 'last-generated-id' and info[i + 1] ~= '0-0' then
+      redis.call('XADD', KEYS[6], info[i + 1], 'k', '0')
+    end
   end
+  redis.call('DEL', KEYS[2], KEYS[4], KEYS[5])
 end
+local count = string.format('%.0f', k)
 local fields = {}
-for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], id, 'p', prev, unpack(fields))
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], id, 'k', count, unpack(fields))
 if ARGV[3] ~= '0' then
   redis.call('XTRIM', KEYS[2], 'MINID', '~', string.format('%.0f', ms - tonumber(ARGV[3])))
+end
+-- Entries are numbered without holes, so the retained ones are k - XLEN + 1 .. k and the
+-- newest trimmed one is k - XLEN: the count stream keeps those, and the index their ids.
+local retained = redis.call('XLEN', KEYS[2])
+redis.call('XADD', KEYS[6], id, 'k', count)
+redis.call('XTRIM', KEYS[6], 'MAXLEN', retained + 1)
+if ARGV[5] == '1' then
+  redis.call('HSET', KEYS[4], ARGV[6], id)
+  redis.call('ZADD', KEYS[5], count, ARGV[6])
+end
+local below = '(' .. string.format('%.0f', k - retained)
+while true do
+  local old = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', below, 'LIMIT', 0, 500)
+  if #old == 0 then break end
+  redis.call('HDEL', KEYS[4], unpack(old))
+  redis.call('ZREM', KEYS[5], unpack(old))
 end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], id, 'c', ARGV[1], 'n', string.format('%.0f', n),
            unpack(fields))
 return id
 """
 
-# The stream id of the newest entry whose own id (field ``i``) is ARGV[1], per channel
-# stream in KEYS ('' where none), looking at no more than ARGV[2] entries of each.
-_FIND = """
-local found = {}
-for k, key in ipairs(KEYS) do
-  found[k] = ''
-  local entries = redis.call('XREVRANGE', key, '+', '-', 'COUNT', ARGV[2])
-  for _, entry in ipairs(entries) do
-    local f = entry[2]
-    for i = 1, #f, 2 do
-      if f[i] == 'i' and f[i + 1] == ARGV[1] then found[k] = entry[1] end
+# What a resuming stream missed, planned at one instant; no event is read here.
+# KEYS: clock, then per requested channel its stream, its id hash and its count stream.
+# ARGV: the last event id; '1' when it has the form of a stream id (normalized), else it
+# is an id a publisher chose; the most events to replay ('': no limit).
+# The id is placed only where a requested channel has it: as an entry or as its newest
+# trimmed entry (both in its count stream), or in its index of chosen ids. Then
+# per channel: a gap (the id was not placed, or the channel trimmed entries after it),
+# the stream id after which its replay starts ('-': its first retained entry), the id of
+# its newest entry, the count k of the entry before the replay's first, and how many
+# events its replay holds. With a limit, the cut is the stream id of the (limit + 1)-th
+# newest event of all replays, found by bisecting ids: each step counts the events after
+# an id with one lookup per channel (its count stream's newest entry up to that id: no
+# event is read), so the work grows with the number of channels and the log of the time
+# span, never with the history or the size of events.
+# Returns the clock's head id ('' when nothing was published), then five values per channel.
+_RESUME = """
+local function field(entry, name)
+  local f = entry[2]
+  for i = 1, #f, 2 do
+    if f[i] == name then return f[i + 1] end
+  end
+  return nil
+end
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function before(a, b)
+  local am, as = parse(a)
+  local bm, bs = parse(b)
+  return am < bm or (am == bm and as < bs)
+end
+local function fmt(x) return string.format('%.0f', x) end
+local MAXSEQ = '18446744073709551615'
+
+local clock = redis.call('HMGET', KEYS[1], 'ms', 'seq')
+local head = ''
+if clock[1] then head = clock[1] .. '-' .. clock[2] end
+local last = ARGV[1]
+local nch = (#KEYS - 1) / 3
+local chans = {}
+local placed = nil
+for c = 1, nch do
+  local key = KEYS[3 * c - 1]
+  local ch = {key = key, counts = KEYS[3 * c + 1], count = 0, from = 0, start = '', top = ''}
+  -- From the count stream (no event is read): the newest entry, the first retained one
+  -- and, before it when the channel trimmed some, the newest trimmed one.
+  local retained = redis.call('XLEN', key)
+  local top = redis.call('XREVRANGE', ch.counts, '+', '-', 'COUNT', 1)[1]
+  if retained > 0 and top then
+    ch.top = top[1]
+    ch.top_k = tonumber(field(top, 'k'))
+    ch.first_k = ch.top_k - retained + 1
+    local oldest = redis.call('XRANGE', ch.counts, '-', '+', 'COUNT', 2)
+    if tonumber(field(oldest[1], 'k')) == ch.first_k - 1 then
+      ch.trimmed = oldest[1][1]
+      ch.first = oldest[2][1]
+    else
+      ch.first = oldest[1][1]
     end
-    if found[k] ~= '' then break end
+  elseif top then
+    ch.trimmed = top[1]  -- every entry trimmed: the newest one was
+  end
+  -- Is the last id one of this channel's (retained, or the newest trimmed)?
+  local own
+  if ARGV[2] == '1' then own = last else own = redis.call('HGET', KEYS[3 * c], last) end
+  if own and redis.call('XRANGE', ch.counts, own, own)[1] then
+    if placed == nil or before(placed, own) then placed = own end
+  end
+  chans[c] = ch
+end
+
+-- The k of the newest entry of ch up to stream id x, or of the entry before its first.
+local function upto(ch, x)
+  if not before(x, ch.top) then return ch.top_k end
+  local e = redis.call('XREVRANGE', ch.counts, x, '-', 'COUNT', 1)[1]
+  if e then return math.max(tonumber(field(e, 'k')), ch.first_k - 1) end
+  return ch.first_k - 1
+end
+
+local total = 0
+local low = nil  -- a stream id before every event of the replays
+for c = 1, nch do
+  local ch = chans[c]
+  ch.gap = placed == nil or (ch.trimmed ~= nil and before(placed, ch.trimmed))
+  if ch.first then
+    if ch.gap then
+      ch.from = ch.first_k - 1
+      ch.start = '-'
+      if low == nil or before(ch.first, low) then low = ch.first end
+    else
+      ch.from = upto(ch, placed)
+      ch.start = '(' .. placed
+      if low == nil or before(placed, low) then low = placed end
+    end
+    ch.count = ch.top_k - ch.from
+    total = total + ch.count
   end
 end
-return found
+
+local limit = tonumber(ARGV[3])
+if limit ~= nil and total > limit then
+  -- Bisect for the smallest stream id after which at most limit events follow: the
+  -- (limit + 1)-th newest. Each channel keeps its count up to both ends of the bracket
+  -- (ka, kb): where they are equal it has no entry inside, and needs no lookup.
+  local live = {}
+  local high = nil  -- the newest event of the replays
+  for c = 1, nch do
+    local ch = chans[c]
+    if ch.count > 0 then
+      ch.ka, ch.kb = ch.from, ch.top_k
+      live[#live + 1] = ch
+      if high == nil or before(high, ch.top) then high = ch.top end
+    end
+  end
+  local function after(x)
+    local sum = 0
+    for _, ch in ipairs(live) do
+      if ch.ka == ch.kb then ch.kx = ch.ka else ch.kx = math.max(ch.from, upto(ch, x)) end
+      sum = sum + ch.top_k - ch.kx
+    end
+    return sum
+  end
+  local function narrow(x)  -- true: x becomes the upper end of the bracket
+    local low_enough = after(x) <= limit
+    for _, ch in ipairs(live) do
+      if low_enough then ch.kb = ch.kx else ch.ka = ch.kx end
+    end
+    return low_enough
+  end
+  -- First its millisecond (more than limit events after a-MAX, at most limit after b-MAX) ...
+  local a = parse(low) - 1
+  local b = parse(high)
+  while b - a > 1 do
+    local mid = math.floor((a + b) / 2)
+    if narrow(fmt(mid) .. '-' .. MAXSEQ) then b = mid else a = mid end
+  end
+  -- ... then its sequence number within that millisecond.
+  local ms = fmt(b)
+  local sa, sb = -1, 0
+  for _, ch in ipairs(live) do
+    if ch.ka ~= ch.kb then
+      local e = redis.call('XREVRANGE', ch.counts, ms .. '-' .. MAXSEQ, ms .. '-0', 'COUNT', 1)[1]
+      if e then
+        local _, s = parse(e[1])
+        if s > sb then sb = s end
+      end
+    end
+  end
+  while sb - sa > 1 do
+    local mid = math.floor((sa + sb) / 2)
+    if narrow(ms .. '-' .. fmt(mid)) then sb = mid else sa = mid end
+  end
+  local cut = ms .. '-' .. fmt(sb)
+  for _, ch in ipairs(live) do
+    if ch.kb > ch.from then  -- kb: the count up to the cut
+      ch.gap = true
+      ch.from = ch.kb
+      ch.start = '(' .. cut
+      ch.count = ch.top_k - ch.kb
+    end
+  end
+end
+
+local out = {head}
+for c = 1, nch do
+  local ch = chans[c]
+  out[#out + 1] = ch.gap and '1' or '0'
+  out[#out + 1] = ch.start
+  out[#out + 1] = ch.top
+  out[#out + 1] = fmt(ch.from)
+  out[#out + 1] = fmt(ch.count)
+end
+return out
 """
 
 
@@ -167,10 +370,16 @@ class RedisBroker(Fanout):
       trims whole stream nodes, so up to about 100 more stay).
     - ``replay_max_age``: seconds after which an event may be trimmed (``MINID ~``, applied
       when its channel is published to); None keeps events until ``replay_size`` evicts them.
+    - ``replay_max_bytes``: refused (ValueError) unless None: Redis trims streams by count
+      and age only.
+    - ``max_event_size``: the most bytes an event may take encoded (as given to
+      :meth:`publish`, without the id the broker adds); larger ones are refused with
+      ValueError. None: no limit.
     - ``feed_size``: events kept in the feed every process reads; a listener that falls
       this far behind (or finds Redis emptied by a restart) ends its local streams, whose
       clients reconnect and replay from the channel streams.
-    - ``key_prefix``: the prefix of every key; brokers with different prefixes share nothing.
+    - ``key_prefix``: the prefix of every key, non-empty and without ``{`` or ``}``;
+      brokers with different prefixes share nothing (see the module's key list).
     - ``pool_size``: connections for publishing and replay queries; with the listener's,
       a process never holds more than ``pool_size + 1`` connections, whatever the number
       of streams.
@@ -183,15 +392,26 @@ class RedisBroker(Fanout):
     (``get`` just times out, so heartbeats go on) and, once back, delivers everything
     stored meanwhile. A subscription asked for while Redis is unreachable ends at once
     with reason ``"unavailable"``, so its client retries later with the same
-    ``Last-Event-ID``. If Redis comes back without the events (restarted without
-    persistence, flushed), every local stream is ended; clients reconnect and get the gap
-    event.
+    ``Last-Event-ID``; so does one whose replay cannot be read to its end (Redis went
+    away, or trimmed events the replay had not read yet). If Redis comes back without
+    the events (restarted without persistence, flushed), every local stream is ended;
+    clients reconnect and get the gap event.
 
-    Ids the publisher chose (``Event(id=...)``) are kept as the event's id, stored beside
-    the stream id; resuming from one searches the stream's channels, newest entries first
-    (up to ``replay_size + 1000`` each), and places it by its stream id on all of them
-    (not found: a gap). An id that looks like a stream id (``digits-digits``) is refused,
-    as it would be read as one.
+    Resuming: a ``Last-Event-ID`` counts only where a requested channel has it (an
+    entry, or the newest one trimmed); anything else, such as an id of another channel
+    or a guessed one, is a gap on every requested channel. Ids the publisher chose
+    (``Event(id=...)``) are kept as the event's id, indexed per channel beside the stream
+    id (found in one lookup), and place the other requested channels by that stream id.
+    An id that looks like a stream id (``digits-digits``) is refused, as it would be read
+    as one. The replay is read from Redis page by page as the stream sends it.
+
+    What ids reveal: a stream id ``<ms>-<seq>`` is the Redis time, in milliseconds, at
+    which the event was published (or the previous id's, if Redis's clock went back),
+    and ``seq`` counts the events published before it in that millisecond on any channel
+    of this key prefix. A client allowed some channels thus learns when their events
+    were published and, from ``seq``, how many events of any channel (also ones it may
+    not read) came just before in the same millisecond. Where that matters, publish
+    with ids of your own (``Event(id=...)``): clients then see only those.
     """
 
     def __init__(
@@ -201,6 +421,8 @@ class RedisBroker(Fanout):
         queue_size: int = 1000,
         replay_size: int = 1000,
         replay_max_age: float | None = None,
+        replay_max_bytes: int | None = None,
+        max_event_size: int | None = MAX_EVENT_SIZE,
         feed_size: int = 10_000,
         key_prefix: str = "sseproto:",
         pool_size: int = 4,
@@ -216,6 +438,14 @@ class RedisBroker(Fanout):
         if replay_max_age is not None and not replay_max_age > 0:
             raise ValueError(f"replay_max_age must be a positive number of seconds or None, "
                              f"got {replay_max_age!r}")
+        if replay_max_bytes is not None:
+            raise ValueError("the Redis broker cannot honour replay_max_bytes (SSE_REPLAY_MAX_BYTES): "
+                             "Redis trims streams by count and age only; use replay_size or "
+                             "replay_max_age, and max_event_size to bound each event")
+        if max_event_size is not None and (type(max_event_size) is not int or max_event_size < 1):
+            raise ValueError(f"max_event_size must be a positive int or None, got {max_event_size!r}")
+        if not isinstance(key_prefix, str) or not key_prefix or "{" in key_prefix or "}" in key_prefix:
+            raise ValueError(f"key_prefix must be a non-empty str without '{{' or '}}', got {key_prefix!r}")
         for name, number in (("socket_timeout", socket_timeout), ("block", block),
                              ("reconnect_max", reconnect_max)):
             if not number > 0:
@@ -224,14 +454,17 @@ class RedisBroker(Fanout):
         self.queue_size = queue_size
         self.replay_size = replay_size
         self.replay_max_age = replay_max_age
+        self.max_event_size = max_event_size
         self.feed_size = feed_size
         self.key_prefix = key_prefix
         self.pool_size = pool_size
         self.socket_timeout = socket_timeout
         self.block = block
         self.reconnect_max = reconnect_max
-        self._clock_key = key_prefix + "clock"
-        self._feed_key = key_prefix + "feed"
+        # The prefix as a hash tag: it ends at the first '}', which it cannot contain.
+        self._tag = "{" + key_prefix + "}"
+        self._clock_key = self._tag + "clock"
+        self._feed_key = self._tag + "feed"
         common: dict[str, Any] = {
             "decode_responses": True,
             "socket_connect_timeout": socket_timeout,
@@ -252,7 +485,7 @@ class RedisBroker(Fanout):
         )
         self._listen_client = redis.Redis(connection_pool=self._listen_pool)
         self._publish_script = self._client.register_script(_PUBLISH)
-        self._find_script = self._client.register_script(_FIND)
+        self._resume_script = self._client.register_script(_RESUME)
         self._pid = os.getpid()
         super().__init__()
         self._start_lock = threading.Lock()
@@ -286,6 +519,7 @@ class RedisBroker(Fanout):
         if self._closed:
             raise RuntimeError("the broker is closed")
         event.encode()  # LocalProtocolError for text UTF-8 cannot carry (a lone surrogate)
+        check_event_size(event, self.max_event_size)
         fields = ["d", event.data]
         if event.event != "message":
             fields += ["e", event.event]
@@ -294,10 +528,12 @@ class RedisBroker(Fanout):
         if event.retry is not None:
             fields += ["r", str(event.retry)]
         age = 0 if self.replay_max_age is None else max(1, round(self.replay_max_age * 1000))
+        chosen = ["0", ""] if event.id is None else ["1", event.id]
         try:
             stream_id = self._publish_script(
-                keys=[self._clock_key, self._channel_key(channel), self._feed_key],
-                args=[channel, self.replay_size, age, self.feed_size, *fields],
+                keys=[self._clock_key, self._channel_key(channel), self._feed_key,
+                      self._ids_key(channel), self._idk_key(channel), self._count_key(channel)],
+                args=[channel, self.replay_size, age, self.feed_size, *chosen, *fields],
             )
         except _UNREACHABLE as exc:
             raise BrokerUnavailable(
@@ -305,11 +541,15 @@ class RedisBroker(Fanout):
             ) from exc
         return Event(event.data, event.event, str(stream_id) if event.id is None else event.id, event.retry)
 
-    def subscribe(self, channels: Sequence[str], last_event_id: str | None = None) -> RedisSubscription:
-        """Subscribe to ``channels``; with ``last_event_id``, collect the events after it.
+    def subscribe(
+        self, channels: Sequence[str], last_event_id: str | None = None, *, max_replay: int | None = None
+    ) -> RedisSubscription:
+        """Subscribe to ``channels``; with ``last_event_id``, plan the replay of the events after it.
 
-        Live delivery starts after the newest event stored at the time. When Redis cannot
-        be reached, a subscription with ``last_event_id`` ends at once (reason
+        ``max_replay``: the most events the replay holds; when more were missed, the
+        newest ``max_replay`` are replayed and the channels whose events were cut are
+        gaps. Live delivery starts after the newest event stored at the time. When Redis
+        cannot be reached, a subscription with ``last_event_id`` ends at once (reason
         ``"unavailable"``, nothing to replay: its client retries later); one without waits
         for Redis (unless this broker never reached it) and may then also get events
         published shortly before it subscribed.
@@ -317,14 +557,13 @@ class RedisBroker(Fanout):
         channels = tuple(dict.fromkeys(channels))
         if not channels:
             raise ValueError("subscribe to at least one channel")
+        if max_replay is not None and (type(max_replay) is not int or max_replay < 0):
+            raise ValueError(f"max_replay must be an int >= 0 or None, got {max_replay!r}")
         if self._closed:
             raise RuntimeError("the broker is closed")
         sub = RedisSubscription(self, channels, self.queue_size)
-        placed: tuple[int, int] | None = None
         try:
             self._start()
-            if last_event_id:
-                placed = self._place(channels, last_event_id)
         except _UNREACHABLE as exc:
             log.warning("cannot subscribe to %s: Redis is unreachable (%s)", ", ".join(channels), exc)
             sub._end("unavailable")
@@ -341,7 +580,7 @@ class RedisBroker(Fanout):
             self._register(sub)
         try:
             if last_event_id:
-                sub.replay, sub.gap, head = self._missed(channels, placed)
+                head = self._plan(sub, last_event_id, max_replay)
             else:
                 _, head, _ = self._read_clock(self._client)
         except _UNREACHABLE as exc:
@@ -380,7 +619,16 @@ class RedisBroker(Fanout):
         self.close()
 
     def _channel_key(self, channel: str) -> str:
-        return f"{self.key_prefix}channel:{channel}"
+        return f"{self._tag}channel:{channel}"
+
+    def _ids_key(self, channel: str) -> str:
+        return f"{self._tag}ids:{channel}"
+
+    def _idk_key(self, channel: str) -> str:
+        return f"{self._tag}idk:{channel}"
+
+    def _count_key(self, channel: str) -> str:
+        return f"{self._tag}count:{channel}"
 
     def _start(self) -> None:
         """Know the feed position and run the listener (again, in a forked child)."""
@@ -409,65 +657,32 @@ class RedisBroker(Fanout):
         self._epoch = None
         # redis-py's pools drop the parent's connections themselves on first use here.
 
-    def _place(self, channels: tuple[str, ...], last_id: str) -> tuple[int, int] | None:
-        """The stream id ``last_id`` stands for, or None when this Redis never handed it out."""
-        key = _key(last_id)
-        if key is None:  # an id the publisher chose, or a foreign one
-            found = self._find_script(
-                keys=[self._channel_key(c) for c in channels], args=[last_id, self.replay_size + 1000]
-            )
-            keys = [k for k in (_key(str(f)) for f in found) if k is not None]
-            if not keys:
-                return None
-            key = max(keys)
-        floor, head, _ = self._read_clock(self._client)
-        first = _key(floor)
-        if first is None or not first <= key <= head:
-            return None
-        return key
+    def _plan(self, sub: RedisSubscription, last_id: str, max_replay: int | None) -> tuple[int, int]:
+        """Set ``sub``'s gaps and (lazy) replay of what came after ``last_id``; the newest id then.
 
-    def _missed(
-        self, channels: tuple[str, ...], placed: tuple[int, int] | None
-    ) -> tuple[list[Event], tuple[str, ...], tuple[int, int]]:
-        """The events of ``channels`` after ``placed`` in id order, the gaps, and the newest id.
-
-        ``placed`` None (an id this Redis never handed out) is a gap on every channel, whose
-        retained events are then replayed in full. One transaction: the events, what was
-        trimmed and the newest id handed out are read at one instant.
+        One script: where the id stands, what each channel trimmed, how many events each
+        replays and the newest id handed out are read at one instant; the events are read
+        later, page by page, as the stream sends them.
         """
-        pipe = self._client.pipeline(transaction=True)
-        pipe.hmget(self._clock_key, ["ms", "seq"])
-        start = "-" if placed is None else "(" + _id(placed)
-        for channel in channels:
-            key = self._channel_key(channel)
-            pipe.xrange(key, start, "+")
-            pipe.xinfo_stream(key)
-        results = pipe.execute(raise_on_error=False)
-        clock = results[0]
-        if isinstance(clock, Exception):
-            raise clock
-        head = (0, 0) if clock[0] is None else (int(clock[0]), int(clock[1]))
-        found: list[tuple[tuple[int, int], Event]] = []
+        key = _key(last_id)
+        keys = [self._clock_key]
+        for channel in sub.channels:
+            keys += [self._channel_key(channel), self._ids_key(channel), self._count_key(channel)]
+        args = [last_id if key is None else _id(key), "0" if key is None else "1",
+                "" if max_replay is None else str(max_replay)]
+        reply = [str(v) for v in cast(list[Any], self._resume_script(keys=keys, args=args))]
+        head = _key(reply[0]) or (0, 0)
         gap: list[str] = []
-        for i, channel in enumerate(channels):
-            entries, info = results[1 + 2 * i], results[2 + 2 * i]
-            if isinstance(entries, Exception):
-                raise entries
-            for entry_id, fields in entries:
-                entry_key = _key(entry_id)
-                if entry_key is not None:
-                    found.append((entry_key, _event(entry_id, fields)))
-            if placed is None:
+        plans: list[_Plan] = []
+        for i, channel in enumerate(sub.channels):
+            is_gap, start, end, before, count = reply[1 + 5 * i : 6 + 5 * i]
+            if is_gap == "1":
                 gap.append(channel)
-            elif isinstance(info, dict):
-                trimmed = _newest_trimmed(info)
-                if trimmed is not None and trimmed > placed:
-                    gap.append(channel)
-            elif not isinstance(info, redis.ResponseError):
-                raise TypeError(f"unexpected XINFO STREAM reply {info!r}")
-            # else: the channel has no stream yet, nothing was published on it.
-        found.sort(key=lambda item: item[0])
-        return [event for _, event in found], tuple(gap), head
+            if int(count) > 0:
+                plans.append(_Plan(self._channel_key(channel), start, end, int(before), int(count)))
+        sub.gap = tuple(gap)
+        sub.replay = _Replay(self, sub, plans)
+        return head
 
     def _read_clock(self, client: redis.Redis) -> tuple[str | None, tuple[int, int], int]:
         """The clock: first id ever handed out (None: none yet), last id ((0, 0): none), event count."""
@@ -566,21 +781,118 @@ class RedisBroker(Fanout):
         return True
 
 
-def _newest_trimmed(info: Mapping[str, Any]) -> tuple[int, int] | None:
-    """From XINFO STREAM: the id of the newest entry trimmed from the stream, or None."""
-    first = info.get("first-entry")
-    if first:
-        return _key(cast(Mapping[str, str], first[1]).get("p"))
-    if info.get("length") == 0:  # all trimmed: the last one added was the newest trimmed
-        return _key(str(info.get("last-generated-id")))
-    return None
+class _Plan(NamedTuple):
+    """One channel's part of a replay: the entries after ``start`` up to ``end``, numbered
+    (field ``k``) ``before + 1`` to ``before + n``."""
+
+    key: str
+    start: str  # "(<stream id>" or "-" (from the first entry)
+    end: str  # the stream id of the newest entry when the replay was planned
+    before: int
+    n: int
+
+
+_Keyed = tuple[tuple[int, int], Event]  # an event and its stream id, for merging channels
+
+#: Entries of a channel read by the first query of a replay (all channels in one round trip).
+_FIRST_PAGE = 8
+#: Bytes of one channel's page a replay aims at after the first, and the most entries per page.
+_PAGE_BYTES = 64 * 1024
+_MAX_PAGE = 1000
+
+
+class _Replay:
+    """The events a subscription missed, in id order, read from Redis as they are iterated.
+
+    Each channel is read in pages (``XRANGE ... COUNT``): ``_FIRST_PAGE`` entries, then
+    about ``_PAGE_BYTES`` (at least one entry), so a stream holds about one page per
+    channel; merged by stream id, exactly up to the entry that was newest when the replay
+    was planned.
+    Every entry carries its number on the channel (field ``k``): a page that does not go
+    on where the last one ended means Redis trimmed entries not read yet, and iterating
+    then raises :class:`SubscriptionEnded` (``"unavailable"``), as when Redis is away, so
+    the stream ends and its client resumes from the last id it got. Each ``iter()`` reads
+    the replay again from the start.
+    """
+
+    def __init__(self, broker: RedisBroker, sub: RedisSubscription, plans: list[_Plan]) -> None:
+        self._broker = broker
+        self._sub = weakref.ref(sub)
+        self._plans = plans
+
+    def __iter__(self) -> Iterator[Event]:
+        return self._events()
+
+    def __len__(self) -> int:
+        """How many events the replay holds, unless reading it ends early."""
+        return sum(plan.n for plan in self._plans)
+
+    def __repr__(self) -> str:
+        return f"<replay of {len(self)} events from Redis>"
+
+    def _events(self) -> Iterator[Event]:
+        if not self._plans:
+            return
+        try:
+            pipe = self._broker._client.pipeline(transaction=False)
+            for plan in self._plans:
+                pipe.xrange(plan.key, plan.start, plan.end, count=min(plan.n, _FIRST_PAGE))
+            firsts = pipe.execute()
+            channels = [self._channel(plan, page) for plan, page in zip(self._plans, firsts, strict=True)]
+            for _, event in heapq.merge(*channels, key=_first):
+                yield event
+        except _UNREACHABLE as exc:
+            self._lost(f"Redis is unreachable ({exc})")
+
+    def _channel(self, plan: _Plan, page: list[tuple[str, dict[str, str]]]) -> Iterator[_Keyed]:
+        """One channel's entries of the replay, page by page, checked to follow each other."""
+        expected, last = plan.before + 1, plan.before + plan.n
+        while True:
+            if not page:
+                self._lost(f"{plan.key} holds fewer entries than planned")
+            size = 0
+            for entry_id, fields in page:
+                if fields.get("k") != str(expected):
+                    self._lost(f"Redis trimmed {plan.key} while its replay was read")
+                key = _key(entry_id)
+                assert key is not None  # Redis gives stream ids only
+                size += len(entry_id) + sum(len(k) + len(v) for k, v in fields.items())
+                try:
+                    event = _event(entry_id, fields)
+                except ValueError:  # not written by this broker: skip it, never stop on it
+                    log.warning("skipping malformed entry %s of %s", entry_id, plan.key)
+                else:
+                    yield key, event
+                if expected == last:
+                    return
+                expected += 1
+            count = min(last - expected + 1, _MAX_PAGE, max(1, _PAGE_BYTES * len(page) // max(size, 1)))
+            page = cast(list[tuple[str, dict[str, str]]],
+                        self._broker._client.xrange(plan.key, "(" + page[-1][0], plan.end, count=count))
+
+    def _lost(self, why: str) -> NoReturn:
+        """The replay cannot go on exactly: end the subscription (its client resumes later)."""
+        log.warning("replay ended early: %s", why)
+        sub = self._sub()
+        if sub is not None:
+            with self._broker._lock:
+                self._broker._remove(sub)
+                sub._queue.clear()  # live events after the hole must not be delivered either
+                sub._end("unavailable")
+        raise SubscriptionEnded("unavailable")
+
+
+def _first(item: _Keyed) -> tuple[int, int]:
+    return item[0]
 
 
 class RedisSubscription(LocalSubscription):
     """One stream's subscription to a :class:`RedisBroker`: replay, then live events.
 
     ``get`` returns None when its timeout passes, also while Redis is away; the reason
-    ``"unavailable"`` ends a subscription that could not replay for want of Redis.
+    ``"unavailable"`` ends a subscription that could not replay for want of Redis, or
+    whose replay Redis trimmed while it was read. ``replay`` is read lazily (see
+    ``_Replay``); ``gap`` is known when :meth:`RedisBroker.subscribe` returns.
     """
 
     def __init__(self, broker: RedisBroker, channels: tuple[str, ...], queue_size: int) -> None:
