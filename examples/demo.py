@@ -265,8 +265,8 @@ def create_app() -> tuple[Flask, Demo]:
         if request.method != "POST":
             return None
         origin = request.headers.get("Origin")
-        site = request.headers.get("Sec-Fetch-Site")
-        if (origin is not None and origin != request.host_url.rstrip("/")) or site in ("cross-site", "same-site"):
+        foreign = origin is not None and origin != request.host_url.rstrip("/")
+        if foreign or request.headers.get("Sec-Fetch-Site") in ("cross-site", "same-site"):
             return answer(403, error="posts come from this page only")
         return None
 
