@@ -19,10 +19,7 @@ from collections.abc import Iterator, Sequence
 
 from .._event import Event
 from .._replay import ReplayBuffer, Stored, TimeIds
-from ._base import Fanout, LocalSubscription, check_event_size
-
-#: The default of ``max_event_size``: 1 MiB encoded, below what sseproto's client accepts.
-MAX_EVENT_SIZE = 1024 * 1024
+from ._base import MAX_EVENT_SIZE, Fanout, LocalSubscription, check_event_size
 
 
 class MemoryBroker(Fanout):

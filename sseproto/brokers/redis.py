@@ -55,8 +55,7 @@ from redis.retry import Retry
 
 from .._event import Event
 from . import BrokerUnavailable
-from ._base import Fanout, LocalSubscription, SubscriptionEnded, check_event_size
-from .memory import MAX_EVENT_SIZE
+from ._base import MAX_EVENT_SIZE, Fanout, LocalSubscription, SubscriptionEnded, check_event_size
 
 __all__ = ["RedisBroker", "RedisSubscription"]
 
