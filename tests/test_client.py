@@ -35,10 +35,10 @@ from sseproto.client import (
     EventSource,
     EventSourceError,
     HTTPStatusError,
-    _comment_pieces,
-    _Dechunker,
     iter_events,
 )
+from sseproto.client._policy import comment_pieces as _comment_pieces
+from sseproto.client._sync import _Dechunker
 
 pytestmark = pytest.mark.timeout(60)
 

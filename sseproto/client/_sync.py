@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import http.client
 import logging
-import math
 import random
 import socket
 import threading
-import time
-from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,7 +28,21 @@ from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 from urllib3 import exceptions as u3
 
-from . import DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_LINE_SIZE, Decoder, Event, LimitExceeded
+from .. import DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_LINE_SIZE, Decoder, Event
+from ._errors import ContentTypeError, EventSourceError, HTTPStatusError
+from ._policy import (
+    CLOSED,
+    CONNECTING,
+    MAX_DELAY,
+    MIN_FAILURE_DELAY,
+    OPEN,
+    Body,
+    Headers,
+    Policy,
+    check_body,
+    comment_pieces,
+    user_headers,
+)
 
 __all__ = [
     "CLOSED",
@@ -46,31 +58,12 @@ __all__ = [
 
 log = logging.getLogger("sseproto.client")
 
-#: ``ready_state`` values, as the browser's ``EventSource.readyState``.
-CONNECTING, OPEN, CLOSED = 0, 1, 2
 #: Default (connect, read) timeouts in seconds; the read timeout must exceed the server's heartbeat.
 DEFAULT_TIMEOUT = (10.0, 60.0)
-#: Default floor (seconds) of the wait after a failed attempt, even after ``retry: 0``.
-MIN_FAILURE_DELAY = 0.1
-#: The longest wait (seconds) the platform can sleep: every reconnection delay and timeout is
-#: clamped to it, since ``retry:`` may ask for up to 2**64-1 ms (OverflowError unclamped).
-MAX_DELAY = threading.TIMEOUT_MAX
 _READ_SIZE = 64 * 1024
 
 if not hasattr(urllib3.HTTPResponse, "read1"):  # pragma: no cover - urllib3 1.x
     raise ImportError("sseproto.client needs urllib3 >= 2.3 (it reads with HTTPResponse.read1)")
-
-
-class EventSourceError(requests.RequestException):
-    """The stream cannot go on (the server said so); ``response`` is the HTTP response."""
-
-
-class HTTPStatusError(EventSourceError):
-    """The server answered with a status other than 200 (or 204, which ends the stream quietly)."""
-
-
-class ContentTypeError(EventSourceError):
-    """The server answered 200 with a content type other than ``text/event-stream``."""
 
 
 def check_response(response: requests.Response) -> bool:
@@ -95,12 +88,6 @@ def check_response(response: requests.Response) -> bool:
             response=response,
         )
     return True
-
-
-def _retry_after(response: requests.Response) -> float:
-    """The response's ``Retry-After`` in seconds (0 when absent, a date, or unreasonable)."""
-    value = response.headers.get("Retry-After", "").strip()
-    return float(value) if value.isdigit() and int(value) <= 3600 else 0.0
 
 
 class _Dechunker:
@@ -244,50 +231,11 @@ def iter_events(response: requests.Response, *, decoder: Decoder | None = None) 
     in_order = decoder._on_comment is not None
     try:
         for chunk in _chunks(response):
-            for piece in _comment_pieces(chunk) if in_order else (chunk,):
+            for piece in comment_pieces(chunk) if in_order else (chunk,):
                 yield from decoder.feed(piece)
     finally:
         response.close()
     decoder.end()
-
-
-# The pairs of bytes that hold a blank line (CRLF, LF and CR breaks: LF LF, CR CR, LF CR;
-# CRLF CRLF holds LF CR), where an event may end.
-_BLANK_LINES = (b"\n\n", b"\r\r", b"\n\r")
-
-
-def _comment_pieces(chunk: bytes) -> Sequence[bytes]:
-    """``chunk`` cut before each comment line that follows an event's end inside it.
-
-    The decoder calls ``on_comment`` while it parses a chunk and returns the chunk's
-    events afterwards: fed these pieces one by one, with each piece's events handed over
-    before the next piece is fed, comments and events reach the caller in stream order.
-    Without an interior comment (the usual chunk) this is one scan and no copy.
-    """
-    colons = []  # where a line starting with ":" starts, after a line break in the chunk
-    for needle in (b"\n:", b"\r:") if 13 in chunk else (b"\n:",):
-        at = chunk.find(needle)
-        while at >= 0:
-            colons.append(at + 1)
-            at = chunk.find(needle, at + 2)
-    if not colons:
-        return (chunk,)
-    colons.sort()
-    blanks = _BLANK_LINES if 13 in chunk else _BLANK_LINES[:1]
-    pieces = []
-    start = previous = 0
-    for colon in colons:
-        # Cut only when an event may end between the previous comment (or the chunk's
-        # start, where a leading break may end a blank line begun in the last chunk) and
-        # this one; a run of heartbeats stays one piece.
-        if (previous == 0 and chunk[0] in b"\r\n") or any(
-            chunk.find(blank, previous, colon) >= 0 for blank in blanks
-        ):
-            pieces.append(chunk[start:colon])
-            start = colon
-        previous = colon
-    pieces.append(chunk[start:])
-    return pieces
 
 
 def _shutdown(response: requests.Response) -> None:
@@ -393,19 +341,23 @@ class EventSource:
     """A server-sent event stream, reconnecting like a browser's ``EventSource``; iterate for events.
 
     ``with EventSource(url) as source: for event in source: ...``. Iteration ends after
-    :meth:`close` (from any thread, promptly, even during a blocked read) or a 204; it
-    raises :class:`EventSourceError` for another status or content type and
-    :class:`~sseproto.LimitExceeded` for an event over the limits. Headers, ``auth`` and
-    the session's cookies go with every reconnection. ``timeout`` is requests' (connect,
-    read) pair: a read timeout longer than the server's heartbeat detects a silent server.
+    :meth:`close` (from any thread, promptly, even during a blocked read), a 204, or the
+    end of a one-shot stream; it raises :class:`EventSourceError` for another status or
+    content type and :class:`~sseproto.LimitExceeded` for an event over the limits.
+    ``timeout`` is requests' (connect, read) pair: a read timeout longer than the server's
+    heartbeat detects a silent server. The rules of reconnection (``retry``, backoff,
+    ``retry_statuses``, which requests are sent again) are :mod:`sseproto.client`'s
+    ``Policy``, shared with :class:`~sseproto.client.AsyncEventSource`.
 
-    Reconnection waits the stream's ``retry`` (else ``reconnect_delay`` seconds); after
-    failed attempts (refused, timed out, dropped before a response, or a stream that ended
-    without delivering an event before ``max_backoff`` seconds) it waits a random time between that (at least
-    ``min_failure_delay``) and an exponentially growing bound capped at ``max_backoff``
-    seconds, so a server that answers ``retry: 0`` and closes cannot make the client storm
-    it. A stream that delivers an event resets the backoff. Every wait is clamped to
-    :data:`MAX_DELAY`, the longest the platform can sleep.
+    ``method`` and a body (``json``, ``data`` or ``content``, sent again as they are on
+    every attempt) make any request a stream: a POST is sent again only once its stream
+    carried an id, or with ``reconnect=True``; ``reconnect=False`` makes any stream one-shot.
+    ``headers`` is a mapping, or a function called for every attempt (fresh credentials);
+    they, ``auth`` and the session's cookies go with every attempt. ``on_open(response)``
+    runs for every stream opened, ``on_error(exc)`` for every failed attempt, drop or read
+    timeout (reconnection goes on; call :meth:`close` to stop it); ``on_comment(text)`` for
+    every comment (heartbeats), in stream order with the events. :meth:`restart` drops the
+    connection and reconnects at once.
 
     Redirects are followed; every reconnection starts again at ``url``. Headers you give
     (``headers``, the session's own, those ``auth`` sets) go only to the origin (scheme,
@@ -413,12 +365,6 @@ class EventSource:
     the protocol's (``Accept``, ``Cache-Control``, ``Last-Event-ID``) and the session's
     cookies for that origin, and so does every hop after it. ``forward_headers=True`` sends
     them along, as requests does (it drops only ``Authorization`` on a change of host).
-    ``on_comment`` is called with each comment (heartbeats) in stream order with the events.
-
-    ``retry_statuses`` are statuses to treat as failed attempts rather than as the end, as
-    browsers do not: ``(502, 503, 504)`` keeps a service listening through a proxy's
-    errors during a deploy. The wait is then at least the response's ``Retry-After``
-    (in seconds).
     """
 
     CONNECTING = CONNECTING
@@ -429,33 +375,39 @@ class EventSource:
         self,
         url: str,
         *,
+        method: str = "GET",
+        json: Any = None,
+        data: Body = None,
+        content: bytes | str | None = None,
         session: requests.Session | None = None,
-        headers: Mapping[str, str] | None = None,
+        headers: Headers = None,
         auth: _Auth = None,
         last_event_id: str | None = None,
         timeout: float | tuple[float, float] | None = DEFAULT_TIMEOUT,
+        reconnect: bool | None = None,
         reconnect_delay: float = 3.0,
         max_backoff: float = 30.0,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         max_line_size: int = DEFAULT_MAX_LINE_SIZE,
+        on_open: Callable[[requests.Response], object] | None = None,
+        on_error: Callable[[Exception], object] | None = None,
         on_comment: Callable[[str], object] | None = None,
         retry_statuses: Collection[int] = (),
         forward_headers: bool = False,
         min_failure_delay: float = MIN_FAILURE_DELAY,
         rng: random.Random | None = None,
     ) -> None:
-        # min_failure_delay must be > 0: zero would let failed attempts come back to back.
-        delays = (("reconnect_delay", reconnect_delay, False), ("max_backoff", max_backoff, False),
-                  ("min_failure_delay", min_failure_delay, True))
-        for name, value, positive in delays:
-            if not (isinstance(value, (int, float)) and math.isfinite(value)
-                    and (value > 0 if positive else value >= 0)):
-                raise ValueError(f"{name} must be a finite number {'>' if positive else '>='} 0 seconds, "
-                                 f"got {value!r}")
-        if any(type(status) is not int or not 300 <= status <= 599 for status in retry_statuses):
-            raise ValueError(f"retry_statuses must be HTTP error statuses (300-599), got {retry_statuses!r}")
+        self._policy = Policy(
+            method=method, last_event_id=last_event_id, reconnect=reconnect,
+            reconnect_delay=reconnect_delay, max_backoff=max_backoff,
+            min_failure_delay=min_failure_delay, retry_statuses=retry_statuses,
+            max_event_size=max_event_size, max_line_size=max_line_size,
+            on_comment=on_comment, rng=rng,
+        )
+        self._body = body_arguments(json=json, data=data, content=content)
         self.url = url
         self._closing = threading.Event()
+        self._wake = threading.Event()  # ends a wait between attempts: close() or restart()
         self._own_session = session is None
         self._adapter: _CuttableAdapter | None = None
         if session is None:
@@ -464,26 +416,16 @@ class EventSource:
             session.mount("http://", self._adapter)
             session.mount("https://", self._adapter)
         self._session = session
-        self._headers = dict(headers or {})
+        self._headers = headers
         self._auth = auth
         self._timeout = _clamp_timeout(timeout)
-        self._reconnect_delay = reconnect_delay
-        self._max_backoff = max_backoff
-        self._min_failure_delay = min_failure_delay
-        self._retry_statuses = frozenset(retry_statuses)
         self._forward_headers = forward_headers
-        self._on_comment = on_comment
-        self._rng = rng if rng is not None else random.Random()
-        self._decoder = Decoder(
-            last_event_id=last_event_id or "",
-            max_event_size=max_event_size,
-            max_line_size=max_line_size,
-            on_comment=on_comment,
-        )
+        self._on_open = on_open
+        self._on_error = on_error
+        self._decoder = self._policy.decoder
         self._last_event_id = self._decoder.last_event_id
         self._delivering: Event | None = None
         self._ready_state = CONNECTING
-        self._failures = 0
         self._lock = threading.Lock()
         self._response: requests.Response | None = None
         self._running = False
@@ -503,18 +445,12 @@ class EventSource:
     @property
     def reconnection_time(self) -> float:
         """Seconds to wait before reconnecting after a stream ends: the stream's ``retry`` or the default."""
-        retry = self._decoder.retry
-        return self._reconnect_delay if retry is None else retry / 1000
+        return self._policy.reconnection_time
 
     def next_delay(self, failures: int) -> float:
         """The wait, in seconds, before a reconnection that follows ``failures`` failed attempts in a row
         (clamped to :data:`MAX_DELAY`)."""
-        base = min(self.reconnection_time, MAX_DELAY)
-        if failures <= 0:
-            return base
-        low = max(base, self._min_failure_delay)
-        high = max(low, min(self._max_backoff, low * 2.0 ** min(failures, 64), MAX_DELAY))
-        return self._rng.uniform(low, high)
+        return self._policy.next_delay(failures)
 
     def __iter__(self) -> Iterator[Event]:
         return self._events  # the generator itself: no extra call per event
@@ -533,6 +469,7 @@ class EventSource:
     def close(self) -> None:
         """Stop for good, from any thread: a blocked read or a wait ends at once; iteration ends quietly."""
         self._closing.set()
+        self._wake.set()
         with self._lock:
             response = self._response
             running = self._running
@@ -545,29 +482,35 @@ class EventSource:
         if not running and self._own_session:
             self._session.close()
 
+    def restart(self) -> None:
+        """From any thread: drop the current connection now and reconnect at once, with
+        ``Last-Event-ID`` (also a request that would not be sent again by itself)."""
+        if self._closing.is_set():
+            return
+        self._policy.restart()
+        with self._lock:
+            response = self._response
+        if response is not None:
+            _shutdown(response)
+        self._wake.set()
+
     def _request_headers(self, user: bool = True) -> dict[str, str | bytes]:
         """The protocol's headers, with the user's (``user=True``) between them."""
-        headers: dict[str, str | bytes] = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
-        if user:
-            headers.update(self._headers)
-        # As Chromium: spaces and tabs around the id are trimmed (a header value cannot
-        # carry them), and nothing is sent when nothing is left. UTF-8, as browsers send it.
-        last_id = self._decoder.last_event_id.strip(" \t")
-        if last_id:
-            headers["Last-Event-ID"] = last_id.encode("utf-8")
-        return headers
+        return self._policy.request_headers(user_headers(self._headers) if user else None)
 
     def _connect(self) -> requests.Response | None:
         """One attempt: the response, or None after a network failure (counted for backoff)."""
         session = self._session
         try:
-            response = session.get(
+            response = session.request(
+                self._policy.method,
                 self.url,
                 headers=self._request_headers(),
                 auth=self._auth,
                 timeout=self._timeout,
                 stream=True,
                 allow_redirects=False,
+                **self._body,
             )
             # Redirects, one hop at a time: requests prepares each next request by its rules
             # (method, cookies, Authorization, proxies); headers stay with their origin here.
@@ -591,8 +534,11 @@ class EventSource:
         except requests.exceptions.SSLError:
             raise
         except _NETWORK_ERRORS as exc:
-            self._failures += 1
+            if self._closing.is_set():
+                return None
+            self._policy.failed()
             log.info("cannot connect to %s: %s", self.url, exc)
+            self._failed(exc)
             return None
         with self._lock:
             if self._closing.is_set():
@@ -600,6 +546,13 @@ class EventSource:
                 return None
             self._response = response
         return response
+
+    def _failed(self, exc: Exception) -> None:
+        """A failed attempt, drop or timeout: tell ``on_error``; a one-shot stream raises it."""
+        if self._on_error is not None:
+            self._on_error(exc)
+        if not self._policy.may_resend:
+            raise exc
 
     def _leave_headers_behind(self, request: requests.PreparedRequest) -> None:
         """Strip a request redirected to another origin of every header the user gave."""
@@ -622,41 +575,43 @@ class EventSource:
                 self._ready_state = CLOSED
                 return
             self._running = True
+        policy = self._policy
         try:
             while not self._closing.is_set():
                 self._ready_state = CONNECTING
+                self._wake.clear()
                 response = self._connect()
-                retry_after = 0.0  # the Retry-After of a response refused for a retry
                 if response is not None:
                     try:
-                        if response.status_code in self._retry_statuses:
-                            self._failures += 1
-                            retry_after = _retry_after(response)
+                        verdict = policy.response(response.status_code, response.headers)
+                        if verdict == "retry":
                             log.info("%s answered %s: reconnecting", self.url, response.status_code)
-                        elif not check_response(response):
-                            log.info("%s answered 204 No Content: not reconnecting", self.url)
-                            return
+                            if self._on_error is not None:
+                                self._on_error(HTTPStatusError(
+                                    f"{response.status_code} {response.reason} from {response.url}",
+                                    response=response))
+                        elif verdict != "open":
+                            if not check_response(response):
+                                log.info("%s answered 204 No Content: not reconnecting", self.url)
+                                return
                         else:
                             self._ready_state = OPEN
-                            opened = time.monotonic()
-                            delivered = yield from self._read(response)
-                            # A stream that ends without an event, soon, is a failed attempt: a
-                            # server answering retry: 0 and closing at once meets the backoff. One
-                            # open for max_backoff (a quiet channel ended by the server's
-                            # max_duration) is not: reconnecting after retry keeps the rate below
-                            # one per max_backoff already.
-                            healthy = delivered or time.monotonic() - opened >= self._max_backoff
-                            self._failures = 0 if healthy else self._failures + 1
+                            if self._on_open is not None:
+                                self._on_open(response)
+                            yield from self._read(response)
                     finally:
                         with self._lock:
                             self._response = None
                         response.close()
                 if self._closing.is_set():
                     return
-                delay = min(max(self.next_delay(self._failures), retry_after), MAX_DELAY)
+                delay = policy.delay()
+                if delay is None:
+                    log.info("%s: the stream ended and is not sent again (%s)", self.url, policy.method)
+                    return
                 log.info("reconnecting to %s in %.3f s", self.url, delay)
                 self._ready_state = CONNECTING
-                self._closing.wait(delay)
+                self._wake.wait(delay)
         finally:
             # Ended for good (closed, 204, an error): the source cannot be iterated again.
             self._closing.set()
@@ -666,46 +621,45 @@ class EventSource:
             if self._own_session:
                 self._session.close()
 
-    def _read(self, response: requests.Response) -> Generator[Event, None, bool]:
-        """The events of one response, until it ends, drops or times out, or the source closes;
-        returns whether it delivered any."""
+    def _read(self, response: requests.Response) -> Iterator[Event]:
+        """The events of one response, until it ends, drops or times out, or the source closes."""
+        policy = self._policy
         decoder = self._decoder
-        feed = decoder.feed
         closing = self._closing.is_set
-        in_order = self._on_comment is not None
-        delivered = False
+        in_order = policy.on_comment is not None
+        feed = policy.feed if in_order else policy.events
+        dropped: Exception | None = None
         try:
             for chunk in _chunks(response):
-                # With on_comment, pieces keep comments in order with the events around them.
-                for piece in _comment_pieces(chunk) if in_order else (chunk,):
-                    for event in feed(piece):
-                        if closing():
-                            return delivered
-                        # The decoder has run ahead to the end of the piece: last_event_id
-                        # reports the id of the event being delivered.
-                        self._delivering = event
-                        delivered = True
-                        yield event
-                    self._delivering = None
-                    self._last_event_id = decoder.last_event_id
+                for event in feed(chunk):
+                    if closing():
+                        return
+                    # The decoder has run ahead to the end of the piece: last_event_id
+                    # reports the id of the event being delivered.
+                    self._delivering = event
+                    yield event
+                self._delivering = None
+                self._last_event_id = decoder.last_event_id
         except _NETWORK_ERRORS as exc:
             if closing():
-                return delivered
+                return
             log.info("stream from %s dropped: %s", self.url, exc)
-        except LimitExceeded as exc:
-            raise _limit_error(exc) from None
+            dropped = exc
         # The unfinished event of an ended or dropped response is never delivered.
-        try:
-            decoder.end()
-        except LimitExceeded as exc:
-            raise _limit_error(exc) from None
+        self._delivering = None
+        policy.ended(dropped=dropped is not None)
         self._last_event_id = decoder.last_event_id
-        return delivered
+        if dropped is not None and not policy.restarting:
+            self._failed(dropped)
 
 
-def _limit_error(exc: LimitExceeded) -> LimitExceeded:
-    """The decoder's error worded for the client, whose own arguments set the limits."""
-    found = str(exc).split(";", 1)[0]  # "a line of at least N bytes exceeds max_line_size=M"
-    kind = "lines" if exc.limit == "max_line_size" else "events"
-    advice = f"pass a larger EventSource({exc.limit}=...) if such {kind} are expected"
-    return LimitExceeded(exc.limit, exc.value, f"{found}; {advice}")
+def body_arguments(
+    *, json: Any = None, data: Body = None, content: bytes | str | None = None
+) -> dict[str, Any]:
+    """requests' keyword arguments for a body that can be sent again on every attempt."""
+    kind, value = check_body(json=json, data=data, content=content)
+    if kind == "content":
+        return {"data": value}
+    return {} if kind is None else {kind: value}
+
+
