@@ -26,7 +26,8 @@ class Event(_Fields):
 
     ``data`` may hold any text; CR, LF and CRLF in it become separate ``data:`` lines
     (no other character counts as a line break). ``event`` and ``id`` are single lines;
-    ``id`` may not contain NUL (browsers would ignore it). ``retry`` is the reconnection
+    ``id`` may not contain NUL (browsers would ignore it). ``event=None`` means the default
+    type, ``"message"``, as every peer library takes it. ``retry`` is the reconnection
     time in milliseconds. A decoded event's ``id`` is the stream's last event id at
     dispatch, as a browser's ``MessageEvent.lastEventId``.
 
@@ -39,10 +40,12 @@ class Event(_Fields):
     def __new__(
         cls,
         data: str = "",
-        event: str = "message",
+        event: str | None = "message",
         id: str | None = None,
         retry: int | None = None,
     ) -> Event:
+        if event is None:
+            event = _MESSAGE
         if type(data) is str and event is _MESSAGE and id is None and retry is None:
             return _tuple_new(cls, (data, event, None, None))  # the commonest event: nothing to check
         if not isinstance(data, str):

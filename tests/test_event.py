@@ -93,7 +93,8 @@ def test_utf8() -> None:
         {"data": b"bytes"},
         {"data": None},
         {"id": 5},
-        {"event": None},
+        {"event": ""},
+        {"event": 5},
     ],
 )
 def test_forging_values_are_refused(kwargs: dict[str, object]) -> None:
@@ -108,6 +109,14 @@ def test_unencodable_text_is_a_local_error() -> None:
         Event("\ud800").encode()
     with pytest.raises(LocalProtocolError):
         encode_comment("\udfff")
+
+
+def test_event_none_is_the_default_type_as_every_peer_takes_it() -> None:
+    """sse-starlette's ServerSentEvent(data, event=None), httpx-sse and sseclient-py: None is
+    "message"; it used to raise LocalProtocolError here."""
+    assert Event("x", event=None) == Event("x") == Event("x", "message")
+    assert Event("x", None, "7").encode() == b"id: 7\ndata: x\n\n"
+    assert Event("x", event=None).event == "message"
 
 
 def test_retry_bounds_accepted() -> None:
