@@ -19,8 +19,17 @@ output: one line per event, as soon as it arrives.
   --json:           {"event": ..., "data": ..., "id": ...}   (id is the stream's last event id)
 control characters from the server (C0 but tab, DEL, C1) never reach the terminal raw: plain
 output writes them as \\xNN (ESC as \\x1b), JSON as \\uNNNN.
-reconnects like a browser's EventSource (sending Last-Event-ID) until the server answers
-204 (exit 0), answers an error or a wrong content type (exit 1), or Ctrl-C (exit 130).
+reconnection: a GET reconnects like a browser's EventSource, sending Last-Event-ID. Another
+method (-X POST, or -d without -X) is sent again, with the same body and Last-Event-ID, only
+once its stream carried an id; without ids the stream ends with its response (an LLM API's
+tokens then [DONE]). --once: never sent again; --reconnect: always, whatever the method.
+exit status:
+  0    the server answered 204, or a stream that is not sent again ended normally
+  1    an error status, a wrong content type or a TLS error; an event or a line over the
+       limits; for a stream that is not sent again (--once, a POST without ids): no
+       connection, a read timeout or a cut connection (and with --once, a --retry-status)
+  2    a usage error (bad option, unreadable -d @FILE)
+  130  Ctrl-C
 """
 
 
@@ -52,6 +61,26 @@ def _header(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
+def _method(text: str) -> str:
+    if not text.isascii() or not text.isalpha():
+        raise argparse.ArgumentTypeError(f"expected an HTTP method name such as POST, got {text!r}")
+    return text.upper()
+
+
+def _body(text: str) -> bytes:
+    """The request body of ``-d``: the text itself, ``@FILE``'s bytes, or stdin's for ``-`` and ``@-``."""
+    if text in ("-", "@-"):
+        return sys.stdin.buffer.read()
+    if text.startswith("@"):
+        try:
+            with open(text[1:], "rb") as file:
+                return file.read()
+        except OSError as exc:
+            message = f"cannot read the body from {text[1:]!r}: {exc.strerror}"
+            raise argparse.ArgumentTypeError(message) from None
+    return text.encode()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sseproto", description="Server-Sent Events from the command line.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -73,6 +102,36 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="'NAME: VALUE'",
         help="send this request header on every connection (repeatable); not to another origin a "
         "redirect leads to, unless --forward-headers",
+    )
+    listen.add_argument(
+        "-X",
+        "--request",
+        dest="method",
+        type=_method,
+        default=None,
+        metavar="METHOD",
+        help="the request method (default GET, or POST with -d)",
+    )
+    listen.add_argument(
+        "-d",
+        "--data",
+        dest="body",
+        type=_body,
+        default=None,
+        metavar="BODY",
+        help="send BODY, as is, with every attempt; @FILE sends a file's bytes, - (or @-) stdin's; "
+        "set its type with -H 'Content-Type: ...'",
+    )
+    again = listen.add_mutually_exclusive_group()
+    again.add_argument(
+        "--once",
+        action="store_true",
+        help="one request: never reconnect, whatever the method (a drop exits 1)",
+    )
+    again.add_argument(
+        "--reconnect",
+        action="store_true",
+        help="reconnect whatever the method, even a POST whose stream carries no id",
     )
     listen.add_argument(
         "--forward-headers",
@@ -169,17 +228,27 @@ def format_event(event: Event, as_json: bool) -> str:
 
 
 def listen(args: argparse.Namespace, out: TextIO) -> int:
+    import requests
+
     from .client import EventSource, EventSourceError
 
+    method = args.method or ("GET" if args.body is None else "POST")
+    # A failure the source does not raise: a refused one-shot request (a --retry-status
+    # answer with --once) ends iteration quietly, after on_error.
+    refused: list[Exception] = []
     source = EventSource(
         args.url,
+        method=method,
+        content=args.body,
         headers=dict(args.header),
         last_event_id=args.last_event_id,
         timeout=(min(10.0, args.timeout), args.timeout),
+        reconnect=False if args.once else True if args.reconnect else None,
         retry_statuses=args.retry_status,
         forward_headers=args.forward_headers,
         max_event_size=args.max_event_size,
         max_line_size=args.max_line_size,
+        on_error=refused.append if args.once else None,
     )
     with source:
         try:
@@ -195,6 +264,13 @@ def listen(args: argparse.Namespace, out: TextIO) -> int:
             print(f"sseproto listen: the server sent {what} over {option} {exc.value}; "
                   f"raise {option} if such are expected", file=sys.stderr)
             return 1
+        except requests.RequestException as exc:
+            # No connection, a read timeout or a cut stream that is not sent again, a TLS error.
+            print(f"sseproto listen: {method} {_message(args.url)}: {_message(str(exc))}", file=sys.stderr)
+            return 1
+    if refused:
+        print(f"sseproto listen: {_message(str(refused[-1]))} (--once: not sent again)", file=sys.stderr)
+        return 1
     return 0
 
 

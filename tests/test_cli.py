@@ -9,11 +9,13 @@ import re
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from conftest import PYTHON, ROOT, free_port
-from scripted_server import DROP, Gate, Pause, Reply, ScriptedServer, sse
+from scripted_server import DROP, Framing, Gate, Pause, Reply, ScriptedServer, sse
 
 from sseproto import Event
 from sseproto._event import MAX_RETRY
@@ -23,25 +25,66 @@ pytestmark = pytest.mark.timeout(60)
 END = Reply(204, {}, ())
 
 
+@dataclass(frozen=True)
+class Request:
+    """A request as the server got it, body included."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]  # names in lower case
+    body: bytes
+
+
+class AnyMethodServer(ScriptedServer):
+    """The scripted server, answering any method by its script; ``log`` holds each request's
+    method and body (read before the reply, so the connection closes cleanly)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[Request] = []
+        log = self.log
+        base = self._httpd.RequestHandlerClass
+
+        class Handler(base):  # type: ignore[misc,valid-type]
+            def do_GET(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                log.append(Request(self.command, self.path.split("?", 1)[0], headers, body))
+                super().do_GET()
+
+            do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+
+        self._httpd.RequestHandlerClass = Handler
+
+    def requests_to(self, path: str) -> list[Request]:
+        return [r for r in self.log if r.path == path]
+
+
 @pytest.fixture
-def server() -> Iterator[ScriptedServer]:
-    with ScriptedServer() as s:
+def server() -> Iterator[AnyMethodServer]:
+    with AnyMethodServer() as s:
         yield s
 
 
 class Cli:
     """``python -m sseproto ARGS`` with its stdout lines arriving in a queue."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, stdin: str | None = None) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
             [PYTHON, "-m", "sseproto", *args],
             cwd=ROOT,
             env=env,
+            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
+        if stdin is not None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(stdin)
+            self.proc.stdin.close()
         self.lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
 
@@ -78,8 +121,8 @@ def cli() -> Iterator[type[Cli]]:
     started: list[Cli] = []
 
     class Tracked(Cli):
-        def __init__(self, *args: str) -> None:
-            super().__init__(*args)
+        def __init__(self, *args: str, stdin: str | None = None) -> None:
+            super().__init__(*args, stdin=stdin)
             started.append(self)
 
     yield Tracked
@@ -175,6 +218,7 @@ def test_help_documents_the_output_format(cli: type[Cli]) -> None:
     text = "\n".join(out)
     assert status == 0
     assert "EVENT: DATA" in text and "--json" in text and "Last-Event-ID" in text
+    assert "exit status:" in text and "--once" in text and "130" in text
 
 
 @pytest.mark.redis
@@ -314,3 +358,142 @@ def test_bad_timeout_is_a_usage_error(cli: type[Cli], value: str) -> None:
     out, status, err = cli("listen", "http://127.0.0.1:9/", "--timeout", value).rest()
     assert (out, status) == ([], 2)
     assert "seconds > 0" in err and "Traceback" not in err
+
+
+# -- any method and body, one-shot streams ----------------------------------------------
+
+# An LLM API's stream: tokens, then [DONE], no ids; the server ends the response.
+TOKENS = [f'data: {{"token": "{t}"}}\n\n' for t in ("Hel", "lo", "!")] + ["data: [DONE]\n\n"]
+AGAIN = Reply(body=sse("data: sent again\n\n"))  # what a second request would get
+
+
+def test_listen_posts_method_body_and_headers(server: AnyMethodServer, cli: type[Cli]) -> None:
+    url = server.script("/chat", Reply(body=sse("data: ok\n\n")), AGAIN)
+    out, status, err = cli("listen", "-X", "POST", "-d", '{"q": 1}', "-H", "Content-Type: application/json",
+                           "-H", "X-Token: t", url).rest()
+    assert (out, status, err) == (["message: ok"], 0, "")
+    [request] = server.requests_to("/chat")
+    assert (request.method, request.body) == ("POST", b'{"q": 1}')
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["x-token"] == "t" and request.headers["accept"] == "text/event-stream"
+
+
+@pytest.mark.parametrize("framing", ["chunked", "close"])
+def test_listen_llm_style_post_is_one_request_and_exits_0(
+    server: AnyMethodServer, cli: type[Cli], framing: Framing
+) -> None:
+    url = server.script("/v1/chat", Reply(body=sse("retry: 10\n", *TOKENS), framing=framing), AGAIN)
+    out, status, err = cli("listen", "-X", "POST", "-d", '{"stream": true}', url).rest()
+    assert out == ['message: {"token": "Hel"}', 'message: {"token": "lo"}', 'message: {"token": "!"}',
+                   "message: [DONE]"]
+    assert (status, err) == (0, "")
+    assert [r.method for r in server.requests_to("/v1/chat")] == ["POST"]
+
+
+def test_listen_data_without_method_posts(server: AnyMethodServer, cli: type[Cli]) -> None:
+    """As curl: -d without -X is a POST."""
+    url = server.script("/s", Reply(body=sse(*TOKENS)), AGAIN)
+    out, status, _ = cli("listen", "-d", "q=1", url).rest()
+    assert (len(out), status) == (4, 0)
+    assert [(r.method, r.body) for r in server.requests_to("/s")] == [("POST", b"q=1")]
+
+
+def test_listen_post_with_ids_is_sent_again_with_the_same_body(
+    server: AnyMethodServer, cli: type[Cli]
+) -> None:
+    url = server.script(
+        "/jobs",
+        Reply(body=sse("retry: 10\nid: 1\ndata: a\n\n")),
+        Reply(body=[*sse("id: 2\ndata: b\n\n", "data: cut"), DROP]),
+        END,
+    )
+    out, status, err = cli("listen", "-X", "POST", "-d", "job=7", url).rest()
+    assert (out, status, err) == (["message: a", "message: b"], 0, "")
+    seen = server.requests_to("/jobs")
+    assert [(r.method, r.body, r.headers.get("last-event-id")) for r in seen] == [
+        ("POST", b"job=7", None), ("POST", b"job=7", "1"), ("POST", b"job=7", "2")]
+
+
+def test_listen_post_without_ids_that_drops_exits_1(server: AnyMethodServer, cli: type[Cli]) -> None:
+    """What was cut cannot be resumed, and the POST is not sent again: an error, not a quiet end."""
+    url = server.script("/s", Reply(body=[*sse("retry: 10\ndata: a\n\n", "data: half"), DROP]), AGAIN)
+    out, status, err = cli("listen", "-X", "POST", url).rest()
+    assert (out, status) == (["message: a"], 1)
+    assert "POST" in err and "Traceback" not in err
+    assert len(server.requests_to("/s")) == 1
+
+
+def test_listen_reconnect_sends_a_post_without_ids_again(server: AnyMethodServer, cli: type[Cli]) -> None:
+    url = server.script("/s", Reply(body=sse("retry: 10\ndata: a\n\n")), Reply(body=sse("data: b\n\n")), END)
+    out, status, _ = cli("listen", "-X", "POST", "-d", "x", "--reconnect", url).rest()
+    assert (out, status) == (["message: a", "message: b"], 0)
+    assert [(r.method, r.body) for r in server.requests_to("/s")] == [("POST", b"x")] * 3
+
+
+def test_listen_once_get_is_one_request(server: AnyMethodServer, cli: type[Cli]) -> None:
+    url = server.script("/s", Reply(body=sse("retry: 10\nid: 1\ndata: a\n\n", "id: 2\ndata: b\n\n")), AGAIN)
+    out, status, err = cli("listen", "--once", url).rest()
+    assert (out, status, err) == (["message: a", "message: b"], 0, "")
+    assert [r.method for r in server.requests_to("/s")] == ["GET"]
+
+
+def test_listen_once_drop_exits_1(server: AnyMethodServer, cli: type[Cli]) -> None:
+    url = server.script("/s", Reply(body=[*sse("retry: 10\nid: 1\ndata: a\n\n"), DROP]), AGAIN)
+    out, status, err = cli("listen", "--once", url).rest()
+    assert (out, status) == (["message: a"], 1)
+    assert "Traceback" not in err
+    assert len(server.requests_to("/s")) == 1
+
+
+def test_listen_once_refused_exits_1(server: AnyMethodServer, cli: type[Cli]) -> None:
+    """A --retry-status answer with --once: one attempt, refused, is a failure (exit 1), not a quiet end."""
+    busy = Reply(503, {"Content-Type": "text/plain"}, [b"busy"], "length")
+    url = server.script("/s", busy, AGAIN)
+    out, status, err = cli("listen", "--once", "--retry-status", "503", url).rest()
+    assert (out, status) == ([], 1)
+    assert "503" in err and "--once" in err and "Traceback" not in err
+    assert len(server.requests_to("/s")) == 1
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_listen_one_shot_without_a_server_exits_1(cli: type[Cli], method: str) -> None:
+    url = f"http://127.0.0.1:{free_port()}/s"  # nothing listens there
+    flags = ["--once"] if method == "GET" else ["-X", "POST"]
+    out, status, err = cli("listen", *flags, url).rest()
+    assert (out, status) == ([], 1)
+    assert f"{method} {url}" in err and "Traceback" not in err
+
+
+BODY_TEXT = '{"messages": [\n  {"role": "user", "content": "caf\u00e9"}\n]}\n'
+
+
+def test_listen_body_from_a_file(server: AnyMethodServer, cli: type[Cli], tmp_path: Path) -> None:
+    body = b"\x00\xff binary\r\nlines\n"  # sent as is: no newline stripping, no decoding
+    path = tmp_path / "body.bin"
+    path.write_bytes(body)
+    url = server.script("/s", Reply(body=sse(*TOKENS)), AGAIN)
+    out, status, _ = cli("listen", "-d", f"@{path}", url).rest()
+    assert (len(out), status) == (4, 0)
+    assert [(r.method, r.body) for r in server.requests_to("/s")] == [("POST", body)]
+
+
+@pytest.mark.parametrize("arg", ["-", "@-"])
+def test_listen_body_from_stdin(server: AnyMethodServer, cli: type[Cli], arg: str) -> None:
+    url = server.script("/s", Reply(body=sse(*TOKENS)), AGAIN)
+    out, status, _ = cli("listen", "-X", "PUT", "-d", arg, "--once", url, stdin=BODY_TEXT).rest()
+    assert (len(out), status) == (4, 0)
+    assert [(r.method, r.body) for r in server.requests_to("/s")] == [("PUT", BODY_TEXT.encode())]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("-X", "PO ST"), "HTTP method"),
+        (("-d", "@/nonexistent/body.json"), "cannot read the body"),
+        (("--once", "--reconnect"), "not allowed with"),
+    ],
+)
+def test_listen_usage_errors_exit_2(cli: type[Cli], args: tuple[str, ...], message: str) -> None:
+    out, status, err = cli("listen", *args, "http://127.0.0.1:9/").rest()
+    assert (out, status) == ([], 2)
+    assert message in err and "Traceback" not in err
