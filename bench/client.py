@@ -1,7 +1,9 @@
-"""Client benchmark: events/s and delivery latency of sseproto's client vs sseclient-py and httpx-sse.
+"""Client benchmark: events/s and delivery latency of sseproto's clients vs sseclient-py and httpx-sse.
 
-One plain, fast server process (a raw-socket HTTP server in this file) serves the same
-bytes to every client, in one run:
+Sync clients: sseproto's ``EventSource`` (requests), sseclient-py, httpx-sse's ``connect_sse``;
+async clients (asyncio): sseproto's ``AsyncEventSource`` (httpx) and httpx-sse's
+``aconnect_sse``, each in its own event loop. One plain, fast server process (a raw-socket
+HTTP server in this file) serves the same bytes to every client, in one run:
 
 - throughput: N small events (default 100,000), read to the last one, best of R runs;
   with one HTTP chunk per event (as a live server flushes) and with close-delimited
@@ -14,11 +16,15 @@ bytes to every client, in one run:
     python bench/client.py --quick     # 20k events, best of 2 runs, 30 samples (< 30 s)
 
 The server and the clients share the machine's cores; every client meets the same server.
+The garbage collector stays on, as in real use. Targets printed at the end: sseproto's
+sync client >= 2x the faster sync peer, its async client >= 2x httpx-sse's async one
+(throughput), and a median delivery latency < 1 ms on loopback for both.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import socket
 import statistics
 import subprocess
@@ -36,9 +42,14 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 import requests  # noqa: E402
 import sseclient  # noqa: E402
-from httpx_sse import connect_sse  # noqa: E402
+from httpx_sse import aconnect_sse, connect_sse  # noqa: E402
 
 from sseproto.client import EventSource  # noqa: E402
+
+try:  # the async client (the ``async`` extra: httpx)
+    from sseproto.client import AsyncEventSource
+except ImportError:  # not in this checkout
+    AsyncEventSource = None
 
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n%s\r\n"
 
@@ -142,11 +153,47 @@ def run_httpx_sse(url: str, n: int, seen: Callable[[str], None]) -> None:
                 return
 
 
+async def _sseproto_async(url: str, n: int, seen: Callable[[str], None]) -> None:
+    count = 0
+    async with AsyncEventSource(url, timeout=(5, 30)) as source:
+        async for event in source:
+            seen(event.data)
+            count += 1
+            if count == n:
+                return
+
+
+async def _httpx_sse_async(url: str, n: int, seen: Callable[[str], None]) -> None:
+    count = 0
+    async with (
+        httpx.AsyncClient(timeout=httpx.Timeout(30, connect=5)) as client,
+        aconnect_sse(client, "GET", url) as source,
+    ):
+        async for event in source.aiter_sse():
+            seen(event.data)
+            count += 1
+            if count == n:
+                return
+
+
+def run_sseproto_async(url: str, n: int, seen: Callable[[str], None]) -> None:
+    asyncio.run(_sseproto_async(url, n, seen))
+
+
+def run_httpx_sse_async(url: str, n: int, seen: Callable[[str], None]) -> None:
+    asyncio.run(_httpx_sse_async(url, n, seen))
+
+
 CLIENTS: dict[str, Callable[[str, int, Callable[[str], None]], None]] = {
     "sseproto": run_sseproto,
     "sseclient-py": run_sseclient,
     "httpx-sse": run_httpx_sse,
+    "sseproto-async": run_sseproto_async,
+    "httpx-sse-async": run_httpx_sse_async,
 }
+SYNC_PEERS = ("sseclient-py", "httpx-sse")
+if AsyncEventSource is None:
+    del CLIENTS["sseproto-async"]
 
 
 def throughput(base: str, name: str, n: int, framing: str, runs: int) -> float:
@@ -202,15 +249,24 @@ def main() -> None:
             except OSError:
                 time.sleep(0.05)
         base = f"http://127.0.0.1:{port}"
+        if AsyncEventSource is None:
+            print("sseproto-async: sseproto.client.AsyncEventSource is not in this checkout; left out")
         print(f"throughput: {args.events:,} small events, best of {args.runs} run(s), events/s")
+        ratios: dict[tuple[str, str], float] = {}
         for framing in ("chunked", "close"):
             rates = {name: throughput(base, name, args.events, framing, args.runs) for name in CLIENTS}
-            peer = max(rates["sseclient-py"], rates["httpx-sse"])
+            peer = max(rates[name] for name in SYNC_PEERS)
             label = "one chunk per event" if framing == "chunked" else "close-delimited, 64 KiB writes"
             print(f"  {label}:")
             for name, rate in rates.items():
-                print(f"    {name:13s} {rate:12,.0f}   {rate / peer:5.2f}x the faster peer")
+                if name.endswith("-async"):
+                    ref, against = rates["httpx-sse-async"], "httpx-sse-async"
+                else:
+                    ref, against = peer, "the faster sync peer"
+                ratios[name, framing] = rate / ref
+                print(f"    {name:15s} {rate:12,.0f}   {rate / ref:5.2f}x {against}")
         print(f"latency: {args.samples} events, one every {args.interval * 1000:.0f} ms, write -> caller, ms")
+        medians: dict[tuple[str, str], float] = {}
         for framing in ("chunked", "close"):
             print(f"  {'chunked' if framing == 'chunked' else 'close-delimited'}:")
             for name in CLIENTS:
@@ -228,15 +284,27 @@ def main() -> None:
                 delays = sorted(result[0]) if result else []
                 if len(delays) < args.samples:
                     print(
-                        f"    {name:13s} got {len(delays)} of {args.samples} events before the stream ended"
+                        f"    {name:15s} got {len(delays)} of {args.samples} events before the stream ended"
                     )
                     if not delays:
                         continue
                 p90 = delays[int(0.9 * (len(delays) - 1))]
+                medians[name, framing] = statistics.median(delays)
                 print(
-                    f"    {name:13s} median {statistics.median(delays):8.2f}   p90 {p90:8.2f}"
+                    f"    {name:15s} median {medians[name, framing]:8.2f}   p90 {p90:8.2f}"
                     f"   max {delays[-1]:8.2f}"
                 )
+        print("targets:")
+        for name, against in (("sseproto", "the faster sync peer"), ("sseproto-async", "httpx-sse-async")):
+            if name not in CLIENTS:
+                print(f"  {name}: not measured")
+                continue
+            worst = min(ratios[name, f] for f in ("chunked", "close"))
+            print(f"  {name} throughput >= 2x {against}: {worst:.2f}x at worst, "
+                  f"{'met' if worst >= 2 else 'MISSED'}")
+            late = max(medians.get((name, f), float("inf")) for f in ("chunked", "close"))
+            print(f"  {name} median latency < 1 ms: {late:.2f} ms at worst, "
+                  f"{'met' if late < 1 else 'MISSED'}")
     finally:
         server.terminate()
         server.wait(10)
