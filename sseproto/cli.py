@@ -28,8 +28,10 @@ exit status:
   1    an error status, a wrong content type or a TLS error; an event or a line over the
        limits; for a stream that is not sent again (--once, a POST without ids): no
        connection, a read timeout or a cut connection (and with --once, a --retry-status)
-  2    a usage error (bad option, unreadable -d @FILE)
+  2    a usage error (bad option, unreadable -d @FILE), or the requests package missing
   130  Ctrl-C
+stderr: each failed attempt (no connection, an error status of --retry-status, a drop, a
+read timeout) and each reconnection, as it happens; -q silences them.
 """
 
 
@@ -139,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also send the -H headers where a redirect to another origin (scheme, host, port) leads",
     )
     listen.add_argument("--json", action="store_true", help="print one JSON object per event")
+    listen.add_argument(
+        "-q", "--quiet",
+        action="store_true",
+        help="do not report failed attempts and reconnections on stderr",
+    )
     listen.add_argument("--last-event-id", default=None, metavar="ID", help="resume after this event id")
     listen.add_argument(
         "--timeout",
@@ -228,14 +235,42 @@ def format_event(event: Event, as_json: bool) -> str:
 
 
 def listen(args: argparse.Namespace, out: TextIO) -> int:
-    import requests
+    try:
+        import requests
 
-    from .client import EventSource, EventSourceError
+        from .client import EventSource, EventSourceError
+    except ImportError as exc:
+        print(f"sseproto listen: needs the requests package: pip install 'sseproto[client]' ({exc})",
+              file=sys.stderr)
+        return 2
+    from .client._policy import IDEMPOTENT
 
     method = args.method or ("GET" if args.body is None else "POST")
     # A failure the source does not raise: a refused one-shot request (a --retry-status
     # answer with --once) ends iteration quietly, after on_error.
     refused: list[Exception] = []
+    opened = [0]
+
+    def one_shot() -> bool:
+        """Whether the source raises its next failure instead of trying again (then main reports it)."""
+        if args.once:
+            return True
+        return not args.reconnect and method.upper() not in IDEMPOTENT and not source.last_event_id
+
+    def on_error(exc: Exception) -> None:
+        if args.once:
+            refused.append(exc)
+        if not args.quiet and not one_shot():
+            print(f"sseproto listen: {method} {_message(args.url)}: {_message(str(exc))}; trying again",
+                  file=sys.stderr, flush=True)
+
+    def on_open(response: object) -> None:
+        opened[0] += 1
+        if opened[0] > 1 and not args.quiet:
+            resume = f" (Last-Event-ID: {_message(source.last_event_id)})" if source.last_event_id else ""
+            print(f"sseproto listen: reconnected to {_message(args.url)}{resume}",
+                  file=sys.stderr, flush=True)
+
     source = EventSource(
         args.url,
         method=method,
@@ -248,7 +283,8 @@ def listen(args: argparse.Namespace, out: TextIO) -> int:
         forward_headers=args.forward_headers,
         max_event_size=args.max_event_size,
         max_line_size=args.max_line_size,
-        on_error=refused.append if args.once else None,
+        on_error=on_error,
+        on_open=on_open,
     )
     with source:
         try:

@@ -143,10 +143,40 @@ def test_listen_prints_events_and_reconnects(server: ScriptedServer, cli: type[C
     listen = cli("listen", url, "-H", "X-Token: abc", "-H", "X-Other:  two ", "--last-event-id", "0")
     out, status, err = listen.rest()
     assert out == ["greet: hello\\nworld", "message: back\\\\slash"]
-    assert (status, err) == (0, "")
+    assert status == 0
+    # Each reconnection and each failure is reported on stderr as it happens.
+    assert err.splitlines() == [
+        f"sseproto listen: reconnected to {url} (Last-Event-ID: 1)",
+        f"sseproto listen: GET {url}: IncompleteRead(0 bytes read); trying again",
+    ]
     seen = server.seen("/s")
     assert [r.headers.get("last-event-id") for r in seen] == ["0", "1", "2"]
     assert all(r.headers["x-token"] == "abc" and r.headers["x-other"] == "two" for r in seen)
+
+
+def test_listen_reports_each_failed_attempt_and_is_quiet_with_q(server: ScriptedServer, cli: type[Cli]) -> None:
+    """Regression: while it could not connect, listen said nothing for as long as it tried."""
+    url = f"http://127.0.0.1:{free_port()}/s"  # nothing listens there
+    listen = cli("listen", url, "--timeout", "1")
+    with pytest.raises(subprocess.TimeoutExpired):
+        listen.proc.wait(2.5)
+    listen.proc.kill()
+    listen.proc.wait(10)
+    assert listen.proc.stderr is not None
+    err = listen.proc.stderr.read()
+    tries = [line for line in err.splitlines() if line.startswith(f"sseproto listen: GET {url}: ")]
+    # The first failure waits the reconnection time (3 s by default), then backs off.
+    assert len(tries) >= 1 and all(line.endswith("; trying again") for line in tries), err
+    quiet = cli("listen", "-q", url, "--timeout", "1")
+    with pytest.raises(subprocess.TimeoutExpired):
+        quiet.proc.wait(1.5)
+    quiet.proc.kill()
+    quiet.proc.wait(10)
+    assert quiet.proc.stderr is not None and quiet.proc.stderr.read() == ""
+    sent = server.script("/q", Reply(body=sse("retry: 10\nid: 1\ndata: a\n\n"), framing="close"),
+                         Reply(body=sse("id: 2\ndata: b\n\n")), END)
+    out, status, err = cli("listen", "-q", sent).rest()
+    assert (out, status, err) == (["message: a", "message: b"], 0, "")
 
 
 def test_listen_json_lines(server: ScriptedServer, cli: type[Cli]) -> None:
@@ -187,7 +217,9 @@ def test_listen_retry_status_reconnects_through_a_503(server: ScriptedServer, cl
     url = server.script("/s", Reply(body=sse("retry: 10\nid: 1\ndata: a\n\n")), busy,
                         Reply(body=sse("id: 2\ndata: b\n\n")), END)
     out, status, err = cli("listen", url, "--retry-status", "503").rest()
-    assert (out, status, err) == (["message: a", "message: b"], 0, "")
+    assert (out, status) == (["message: a", "message: b"], 0)
+    assert err.splitlines() == [f"sseproto listen: GET {url}: 503 Status from {url}; trying again",
+                                f"sseproto listen: reconnected to {url} (Last-Event-ID: 1)"]
     assert [r.headers.get("last-event-id") for r in server.seen("/s")] == [None, "1", "1", "2"]
 
 
@@ -407,7 +439,7 @@ def test_listen_post_with_ids_is_sent_again_with_the_same_body(
         Reply(body=[*sse("id: 2\ndata: b\n\n", "data: cut"), DROP]),
         END,
     )
-    out, status, err = cli("listen", "-X", "POST", "-d", "job=7", url).rest()
+    out, status, err = cli("listen", "-q", "-X", "POST", "-d", "job=7", url).rest()
     assert (out, status, err) == (["message: a", "message: b"], 0, "")
     seen = server.requests_to("/jobs")
     assert [(r.method, r.body, r.headers.get("last-event-id")) for r in seen] == [
