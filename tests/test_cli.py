@@ -154,7 +154,9 @@ def test_listen_prints_events_and_reconnects(server: ScriptedServer, cli: type[C
     assert all(r.headers["x-token"] == "abc" and r.headers["x-other"] == "two" for r in seen)
 
 
-def test_listen_reports_each_failed_attempt_and_is_quiet_with_q(server: ScriptedServer, cli: type[Cli]) -> None:
+def test_listen_reports_each_failed_attempt_and_is_quiet_with_q(
+    server: ScriptedServer, cli: type[Cli]
+) -> None:
     """Regression: while it could not connect, listen said nothing for as long as it tried."""
     url = f"http://127.0.0.1:{free_port()}/s"  # nothing listens there
     listen = cli("listen", url, "--timeout", "1")
