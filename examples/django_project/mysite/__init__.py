@@ -1,0 +1,1 @@
+"""A minimal Django project serving sseproto event streams (see docs/deployment.md)."""
