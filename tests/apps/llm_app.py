@@ -1,18 +1,20 @@
 """An OpenAI-style streaming API (Flask, for gunicorn): a POSTed JSON prompt comes back token by token.
 
 ``POST /v1/chat/completions`` answers ``data: {"token": ...}`` per word of ``prompt``, then
-``data: [DONE]``, and closes: no ids, as LLM APIs stream. ``POST /v1/resumable`` sends the
-same tokens with ids ``"0"``, ``"1"``, ... and resumes after the request's
-``Last-Event-ID``; the tokens of a request without one stop after ``cut`` of them, in the
-middle of the next event, and the connection is cut (a network drop, not an end). A
-request for a stream already sent to its end gets 204. Both take ``cut`` (JSON body);
-both record every request by the body's ``k``: ``GET /log?k=KEY`` lists them.
+``data: [DONE]``, and closes: no ids, as LLM APIs stream; it waits ``wait`` seconds
+before it answers (the time to the first token). ``POST /v1/resumable`` sends the same
+tokens with ids ``"0"``, ``"1"``, ... and resumes after the request's ``Last-Event-ID``;
+a request for a stream already sent to its end gets 204. With ``cut`` in the body, the
+tokens of a first request stop after ``cut`` of them, in the middle of the next event,
+and the connection is cut (a network drop, not an end). Every request is recorded by
+the body's ``k``: ``GET /log?k=KEY`` lists them.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -55,6 +57,7 @@ def completions() -> ResponseReturnValue:
         return jsonify(error="a JSON body with a prompt is required"), 400
     words = str(body["prompt"]).split()
     cut = body.get("cut")
+    time.sleep(float(body.get("wait", 0)))  # the time to the first token: no response head yet
 
     def stream() -> Iterator[str]:
         for n, word in enumerate(words):

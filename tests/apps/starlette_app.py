@@ -1,11 +1,13 @@
 """An sse-starlette app for uvicorn: a peer's server that our clients must read exactly.
 
-``/stream?k=KEY&per=N`` sends :data:`EVENTS` (ids, event types, multi-line data with the
-``\\r\\n`` line ends sse-starlette writes, an empty data field, explicit comments and
-sse-starlette's own pings) N at a time: each response resumes after the request's
-``Last-Event-ID``, sends the next N and ends, and a request for the last id gets 204.
+``/stream?k=KEY&per=N&sep=SEP`` sends :data:`EVENTS` (ids, event types, multi-line data,
+an empty data field, explicit comments and sse-starlette's own pings) N at a time with
+the line ends ``sep`` names (``crlf``, sse-starlette's default; ``lf``; ``cr``): each
+response resumes after the request's ``Last-Event-ID``, sends the next N and ends, and a
+request for the last id gets 204.
 ``/ticks?k=KEY`` is an endless stream of numbered events (id ``t<n>``) resuming after
-``Last-Event-ID``. Every request carrying ``k`` is recorded: ``/log?k=KEY`` lists them.
+``Last-Event-ID``; its record gets ``closed: true`` when sse-starlette sees the client go.
+Every request carrying ``k`` is recorded: ``/log?k=KEY`` lists them.
 Run with ``uvicorn apps.starlette_app:app``.
 """
 
@@ -33,24 +35,30 @@ EVENTS: list[ServerSentEvent | None] = [
 ]
 IDS = [e.id for e in EVENTS if e is not None and e.id is not None]
 PING = 0.2
+SEPARATORS = {"crlf": "\r\n", "lf": "\n", "cr": "\r"}
 
-requests_seen: list[dict[str, str | None]] = []
+requests_seen: list[dict[str, str | bool | None]] = []
 
 
-def record(request: Request) -> None:
+def record(request: Request) -> dict[str, str | bool | None]:
+    entry: dict[str, str | bool | None] = {}
     if "k" in request.query_params:
-        requests_seen.append({
+        entry = {
             "k": request.query_params["k"],
             "path": request.url.path,
             "method": request.method,
             "last_event_id": request.headers.get("last-event-id"),
             "accept": request.headers.get("accept"),
-        })
+            "closed": False,
+        }
+        requests_seen.append(entry)
+    return entry
 
 
 async def stream(request: Request) -> Response:
     record(request)
     per = int(request.query_params.get("per", "3"))
+    sep = SEPARATORS[request.query_params.get("sep", "crlf")]
     last = request.headers.get("last-event-id")
     if last == IDS[-1]:
         return Response(status_code=204)  # all sent: the client stops
@@ -64,26 +72,30 @@ async def stream(request: Request) -> Response:
             if item is None:
                 await anyio.sleep(PING * 2.5)
                 continue
-            yield item
+            yield ServerSentEvent(item.data, event=item.event, id=item.id, retry=item.retry,
+                                  comment=item.comment, sep=sep)
             if item.id is not None:
                 sent += 1
                 if sent == per:
                     return  # the response ends: the client reconnects with Last-Event-ID
 
-    return EventSourceResponse(events(), ping=PING)
+    return EventSourceResponse(events(), ping=PING, sep=sep)
 
 
 async def ticks(request: Request) -> Response:
-    record(request)
+    entry = record(request)
     last = request.headers.get("last-event-id") or "t-1"
     first = int(last[1:]) + 1
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         n = first
-        while True:
-            yield ServerSentEvent(f"tick {n}", id=f"t{n}")
-            n += 1
-            await anyio.sleep(0.02)
+        try:
+            while True:
+                yield ServerSentEvent(f"tick {n}", id=f"t{n}")
+                n += 1
+                await anyio.sleep(0.02)
+        finally:
+            entry["closed"] = True  # the client went away (sse-starlette cancels the stream)
 
     return EventSourceResponse(events(), ping=PING)
 
