@@ -47,6 +47,7 @@ SITE_PAGES = {
 # README headings no page includes, and why.
 README_NOT_ON_SITE = {
     "## Reliability": "only points to docs/RELIABILITY.md, which is the Reliability page",
+    "### Deployment": "only points to docs/deployment.md, which is the Deployment page",
 }
 
 DIRECTIVE = re.compile(r"^<!--\s*include\s+(.*?)\s*-->\s*$")
