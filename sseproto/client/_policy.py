@@ -26,6 +26,9 @@ are the same by construction:
   stream one-shot.
 - :meth:`Policy.restart` asks for a reconnection at once (with ``Last-Event-ID``),
   whatever the method.
+- Redirects are followed hop by hop and every reconnection starts at the URL given; the
+  headers a caller gives go only to that URL's :func:`origin` (``forward_headers=True``
+  sends them along).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from .._decoder import DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_LINE_SIZE, Decoder
 from .._errors import LimitExceeded
@@ -195,6 +199,11 @@ class Policy:
         """An attempt failed before a response (refused, timed out, dropped)."""
         self.failures += 1
 
+    def connecting(self) -> None:
+        """An attempt starts: a restart asked for before it (during the wait) is done, and
+        does not also end the stream it opens with a reconnection at once."""
+        self._restart = False
+
     def restart(self) -> None:
         """Reconnect at once after the current connection (which the transport drops)."""
         self._restart = True
@@ -271,6 +280,21 @@ def check_body(
 def user_headers(headers: Headers) -> Mapping[str, str] | None:
     """The user's headers for one attempt (a function is called for each)."""
     return headers() if callable(headers) else headers
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of ``url``, the port filled in for http and https: the headers
+    a caller gives go only to the origin of the URL given (unless ``forward_headers``)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return scheme, parts.hostname or "", port if port is not None else _DEFAULT_PORTS.get(scheme)
 
 
 def retry_after(value: str) -> float:

@@ -20,7 +20,6 @@ import threading
 from collections.abc import Callable, Collection, Iterator
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -43,6 +42,7 @@ from ._policy import (
     comment_pieces,
     user_headers,
 )
+from ._policy import origin as _origin
 
 __all__ = [
     "CLOSED",
@@ -312,22 +312,12 @@ class _CuttableAdapter(HTTPAdapter):
 # Errors after which a browser reconnects; SSLError (a ConnectionError) is not one of them.
 _NETWORK_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 # What a request redirected to another origin keeps (unless forward_headers): the cookies
-# and proxy credentials requests computed for the new URL. Everything else is rebuilt from
-# requests' defaults and the protocol's own headers.
-_KEPT_ACROSS_ORIGINS = ("Cookie", "Proxy-Authorization")
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    """(scheme, host, port) of ``url``, the port filled in for http and https."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return scheme, parts.hostname or "", port if port is not None else _DEFAULT_PORTS.get(scheme)
+# and proxy credentials requests computed for the new URL, and the headers of the body,
+# which requests leaves only when the body goes along (307, 308). Everything else is rebuilt
+# from requests' defaults and the protocol's own headers.
+_KEPT_ACROSS_ORIGINS = ("Cookie", "Proxy-Authorization", "Content-Type", "Content-Length",
+                        "Transfer-Encoding")
 
 
 def _clamp_timeout(timeout: float | tuple[float, float] | None) -> Any:
@@ -580,6 +570,7 @@ class EventSource:
             while not self._closing.is_set():
                 self._ready_state = CONNECTING
                 self._wake.clear()
+                policy.connecting()
                 response = self._connect()
                 if response is not None:
                     try:
