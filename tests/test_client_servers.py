@@ -439,8 +439,6 @@ def test_close_while_waiting_for_the_first_token_ends_at_once(read: Any, llm: Se
     assert len(seen(llm, k)) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="restart() during a connection attempt takes effect only after the "
-                   "response it gets has ended: the POST is sent again and its answer delivered twice")
 def test_restart_while_awaiting_the_response_delivers_the_answer_once(read: Any, llm: Server) -> None:
     k = key()
     body = {"prompt": PROMPT, "k": k, "wait": 0.5}

@@ -157,6 +157,9 @@ class Policy:
             return "content-type"
         self._opened_at = self._clock()
         self._delivered = False
+        # A restart asked for while this attempt was under way: the connection just opened
+        # is the fresh one (sending the request again would repeat it, a POST's answer too).
+        self._restart = False
         return "open"
 
     def feed(self, chunk: bytes) -> Iterator[Event]:
