@@ -41,3 +41,10 @@ def test_settings_table_lists_every_config_key() -> None:
     documented = set(re.findall(r"^\| `(SSE_[A-Z_]+)`", table, re.M))
     keys = {*ext._OPTION_KEYS, *ext._BROKER_KEYS, *ext._OTHER_KEYS}
     assert documented == keys
+
+
+def test_links_work_on_a_package_index_page_too() -> None:
+    """The README is the package's page on an index, where a relative link leads nowhere:
+    links are absolute, or files are named as code."""
+    links = re.findall(r"\]\(([^)]+)\)", README)
+    assert [link for link in links if not link.startswith(("https://", "http://", "#"))] == []
