@@ -12,6 +12,7 @@ scope of its own, never across a ``yield``, so that :meth:`AsyncEventSource.aclo
 from __future__ import annotations
 
 import functools
+import http.client
 import inspect
 import logging
 import random
@@ -22,9 +23,12 @@ from types import TracebackType
 from typing import Any, Literal
 
 import anyio
+import h11
+import httpcore
 import httpx
 
 from .. import DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_LINE_SIZE, Decoder, Event
+from ._chunked import Dechunker
 from ._errors import ContentTypeError, HTTPStatusError
 from ._policy import (
     CLOSED,
@@ -65,6 +69,19 @@ _BODY_HEADERS = ("Content-Type", "Content-Length", "Transfer-Encoding")
 
 Phase = Literal["connect", "read", "wait"]
 
+try:  # The layers of httpx's default transport, to read an HTTP/1.1 body below h11 (_raw_body).
+    from h11._readers import ChunkedReader, Http10Reader
+    from httpcore._async.connection_pool import PoolByteStream
+    from httpcore._async.http11 import HTTP11ConnectionByteStream
+    from httpx._client import BoundAsyncStream
+    from httpx._transports.default import AsyncResponseStream
+
+    _LAYERS: tuple[type, ...] | None = (BoundAsyncStream, AsyncResponseStream, PoolByteStream,
+                                        HTTP11ConnectionByteStream, httpcore.AsyncHTTP11Connection,
+                                        h11.Connection, ChunkedReader, Http10Reader)
+except ImportError:  # pragma: no cover - another layout: every body is read through httpx
+    _LAYERS = None
+
 
 async def check_response(response: httpx.Response) -> bool:
     """True if ``response`` is an event stream, False for 204 (stop); raise an EventSourceError otherwise."""
@@ -103,15 +120,106 @@ async def aiter_events(response: httpx.Response, *, decoder: Decoder | None = No
         return
     decoder = decoder if decoder is not None else Decoder()
     in_order = decoder._on_comment is not None
+    chunks = _body(response)
     try:
-        async for chunk in response.aiter_bytes():
+        async for chunk in chunks:
             for piece in comment_pieces(chunk) if in_order else (chunk,):
                 for event in decoder.feed(piece):
                     yield event
     finally:
         with anyio.CancelScope(shield=True):
+            await chunks.aclose()  # type: ignore[attr-defined]
             await response.aclose()
     decoder.end()
+
+
+def _raw_body(response: httpx.Response) -> tuple[Any, bytes, bool] | None:
+    """``(network stream, body bytes h11 holds already, chunked?)`` for an unread, uncompressed,
+    chunked or close-delimited HTTP/1.1 body on httpx's own transport; None for anything else
+    (HTTP/2, a content-encoding, a Content-Length, a transport of the caller's, other versions).
+
+    Reading that stream ourselves skips h11's, httpcore's and httpx's work per HTTP chunk. h11
+    is left waiting for the body, so closing the response closes the connection (never reused).
+    """
+    if _LAYERS is None or response.is_stream_consumed or response.is_closed:
+        return None
+    bound, transport, pool, body, connection, state, chunked, close_delimited = _LAYERS
+    if response.extensions.get("http_version") != b"HTTP/1.1":
+        return None
+    if response.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity"):
+        return None
+    layer: Any = response.stream
+    connection_layer: Any = None
+    for kind, inner in ((bound, "_stream"), (transport, "_httpcore_stream"), (pool, "_stream"),
+                        (body, "_connection"), (connection, "_h11_state")):
+        if type(layer) is not kind:
+            return None
+        if kind is body and getattr(layer, "_closed", True):
+            return None
+        if kind is connection:
+            connection_layer = layer
+        layer = getattr(layer, inner, None)
+    h11_state: Any = layer
+    if type(h11_state) is not state or getattr(h11_state, "their_state", None) is not h11.SEND_BODY:
+        return None
+    reader = getattr(h11_state, "_reader", None)
+    if type(reader) is chunked:
+        # Nothing of the body parsed yet: no chunk begun, no CRLF or trailer pending.
+        if (getattr(reader, "_bytes_in_chunk", None) != 0 or getattr(reader, "_bytes_to_discard", None) != b""
+                or getattr(reader, "_reading_trailer", None) is not False):
+            return None
+    elif type(reader) is not close_delimited:
+        return None
+    buffered, eof = getattr(h11_state, "trailing_data", (b"", True))
+    network = getattr(connection_layer, "_network_stream", None)
+    if eof or network is None or network is not response.extensions.get("network_stream"):
+        return None
+    return network, buffered, type(reader) is chunked
+
+
+async def _raw_chunks(
+    response: httpx.Response, network: Any, buffered: bytes, chunked: bool
+) -> AsyncIterator[bytes]:
+    """The body of ``response`` read from its network stream: what h11 holds, then each read as it
+    comes, de-chunked (many one-event chunks come out as one piece); errors as httpx's."""
+    request = response.request
+    timeout = request.extensions.get("timeout", {}).get("read")
+    dechunker = Dechunker() if chunked else None
+    data = buffered
+    try:
+        while True:
+            if data:
+                if dechunker is None:
+                    yield data
+                else:
+                    body = dechunker.feed(data)
+                    if body:
+                        yield body
+                    if dechunker.done:
+                        return
+            data = await network.read(_READ_SIZE, timeout)
+            if not data:
+                if dechunker is not None:
+                    raise httpx.RemoteProtocolError(
+                        "peer closed connection without sending complete message body "
+                        "(incomplete chunked read)", request=request)
+                return
+    # The mapping httpx applies to httpcore's errors, so callers catch what they catch from httpx.
+    except httpcore.TimeoutException as exc:
+        raise httpx.ReadTimeout(str(exc), request=request) from exc
+    except (httpcore.NetworkError, OSError) as exc:
+        raise httpx.ReadError(str(exc), request=request) from exc
+    except http.client.HTTPException as exc:
+        raise httpx.RemoteProtocolError(f"malformed chunked body: {exc!r}", request=request) from exc
+
+
+def _body(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body's bytes as they arrive, decompressed: below h11 when :func:`_raw_body` allows,
+    else ``aiter_bytes()``."""
+    raw = _raw_body(response)
+    if raw is None:
+        return response.aiter_bytes()
+    return _raw_chunks(response, *raw)
 
 
 def _clamp(seconds: float | None) -> float | None:
@@ -473,7 +581,7 @@ class AsyncEventSource:
         policy = self._policy
         decoder = self._decoder
         feed = policy.feed if policy.on_comment is not None else policy.events
-        chunks = response.aiter_bytes()
+        chunks = _body(response)
         dropped: Exception | None = None
         try:
             while (chunk := await self._next_chunk(chunks)) is not None:

@@ -28,6 +28,7 @@ from requests.auth import AuthBase
 from urllib3 import exceptions as u3
 
 from .. import DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_LINE_SIZE, Decoder, Event
+from ._chunked import Dechunker as _Dechunker
 from ._errors import ContentTypeError, EventSourceError, HTTPStatusError
 from ._policy import (
     CLOSED,
@@ -88,77 +89,6 @@ def check_response(response: requests.Response) -> bool:
             response=response,
         )
     return True
-
-
-class _Dechunker:
-    """HTTP/1.1 chunked transfer coding (RFC 9112 section 7.1), undone on whatever bytes have arrived.
-
-    Many small chunks (a server flushing event by event) come out as one piece, so the
-    decoder runs once per network read instead of once per event.
-    """
-
-    def __init__(self) -> None:
-        self._head = b""  # an unfinished chunk-size line
-        self._left = 0  # bytes of chunk data still to come
-        self._crlf = 0  # bytes of the CRLF after the data still to skip
-        self.done = False  # the last chunk (size 0) was seen
-
-    def feed(self, data: bytes) -> bytes:
-        if self._head:
-            data = self._head + data
-            self._head = b""
-        out: list[bytes] = []
-        pos, end = 0, len(data)
-        while pos < end and not self.done:
-            if self._left or self._crlf:
-                pos = self._rest_of_chunk(data, pos, out)
-                continue
-            nl = data.find(b"\n", pos)
-            if nl < 0:
-                if end - pos > 4096:
-                    raise http.client.LineTooLong("chunk size line")
-                self._head = data[pos:]
-                break
-            try:
-                size = int(data[pos:nl], 16)  # int() strips the CR
-            except ValueError:
-                size = self._size_with_extension(data[pos:nl])
-            if size <= 0:
-                if size < 0:
-                    raise http.client.IncompleteRead(b"", None)
-                self.done = True  # trailers, if any, are not needed
-                break
-            start = nl + 1
-            stop = start + size
-            if stop + 2 <= end and data[stop : stop + 2] == b"\r\n":
-                # The usual case: the whole chunk is here.
-                out.append(data[start:stop])
-                pos = stop + 2
-            else:
-                self._left = size
-                pos = start
-        return b"".join(out)
-
-    def _rest_of_chunk(self, data: bytes, pos: int, out: list[bytes]) -> int:
-        """Take chunk data, then its CRLF, from a chunk split across reads; the new position."""
-        if self._left:
-            take = min(self._left, len(data) - pos)
-            out.append(data[pos : pos + take])
-            self._left -= take
-            if not self._left:
-                self._crlf = 2
-            return pos + take
-        if data[pos] != b"\r\n"[2 - self._crlf]:
-            raise http.client.IncompleteRead(b"", None)
-        self._crlf -= 1
-        return pos + 1
-
-    @staticmethod
-    def _size_with_extension(line: bytes) -> int:
-        try:
-            return int(line.split(b";", 1)[0], 16)
-        except ValueError:
-            raise http.client.IncompleteRead(b"", None) from None
 
 
 def _socket_file(raw: Any) -> Any:
