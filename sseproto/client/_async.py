@@ -15,6 +15,7 @@ import functools
 import http.client
 import inspect
 import logging
+import os
 import random
 import socket
 import ssl
@@ -275,6 +276,21 @@ def _default_headers() -> httpx.Headers:
     return httpx.AsyncClient(transport=httpx.AsyncBaseTransport(), trust_env=False).headers
 
 
+@functools.lru_cache(maxsize=4)
+def _ssl_context(*environment: str | None) -> ssl.SSLContext:
+    """httpx's default TLS context, made once per process and shared by the clients the sources
+    make (loading the CA bundle takes some 20 ms: a one-request stream would pay it every
+    time); the environment variables it reads are the cache key."""
+    return httpx.create_ssl_context()
+
+
+def _new_client() -> httpx.AsyncClient:
+    """The client a source makes when given none: httpx's defaults, the TLS context shared."""
+    env = os.environ
+    context = _ssl_context(env.get("SSL_CERT_FILE"), env.get("SSL_CERT_DIR"), env.get("SSLKEYLOGFILE"))
+    return httpx.AsyncClient(verify=context)
+
+
 def _raw_socket(response: httpx.Response) -> Any:
     """The socket under ``response`` (httpcore's ``network_stream`` extension; a trio or a
     standard socket), or None (HTTP/2, a transport of the caller's)."""
@@ -378,6 +394,10 @@ class AsyncEventSource:
         self._scope: anyio.CancelScope | None = None  # the await in progress: cancelled to cut it
         self._phase: Phase | None = None
         self._iterating = False  # a task is inside __anext__ (the generator runs, or awaits)
+        # The generator hands over the events of each piece of the body at once; __anext__
+        # takes them one by one from here, with no step into the generator per event.
+        self._batch: list[Event] = []
+        self._next = 0
         self._events = self._run()
 
     @property
@@ -408,11 +428,18 @@ class AsyncEventSource:
         # Once closing, the generator is left alone: another task may be finalizing it.
         if self._closing:
             raise StopAsyncIteration
-        self._iterating = True
-        try:
-            return await self._events.__anext__()
-        finally:
-            self._iterating = False
+        batch, i = self._batch, self._next
+        if i < len(batch):
+            self._next = i + 1
+        else:
+            self._iterating = True
+            try:
+                batch = await self._events.__anext__()  # never empty
+            finally:
+                self._iterating = False
+            self._batch, self._next, i = batch, 1, 0
+        event = self._delivering = batch[i]
+        return event
 
     async def __aenter__(self) -> AsyncEventSource:
         return self
@@ -478,7 +505,7 @@ class AsyncEventSource:
         """One attempt: the response, or None after a network failure (counted for backoff) or aclose()."""
         client = self._client
         if client is None:
-            client = self._client = httpx.AsyncClient()
+            client = self._client = _new_client()
         request = client.build_request(
             self._policy.method, self.url, headers=await self._request_headers(), timeout=self._timeout,
             **self._body,
@@ -576,22 +603,27 @@ class AsyncEventSource:
         self._scope = self._phase = None
         return None if scope.cancelled_caught else chunk
 
-    async def _read(self, response: httpx.Response) -> AsyncGenerator[Event, None]:
-        """The events of one response, until it ends, drops or times out, or the source closes."""
+    async def _read(self, response: httpx.Response) -> AsyncGenerator[list[Event], None]:
+        """The events of one response, until it ends, drops or times out, or the source closes:
+        those of each piece of the body together, or one by one with ``on_comment`` (comments
+        in stream order). ``__anext__`` hands them over, ``_delivering`` the one it handed last
+        (the decoder has run ahead to the end of the piece: last_event_id reports its id)."""
         policy = self._policy
         decoder = self._decoder
-        feed = policy.feed if policy.on_comment is not None else policy.events
+        in_order = policy.on_comment is not None
         chunks = _body(response)
         dropped: Exception | None = None
         try:
             while (chunk := await self._next_chunk(chunks)) is not None:
-                for event in feed(chunk):
+                if in_order:
+                    for event in policy.feed(chunk):
+                        if self._closing:
+                            return
+                        yield [event]
+                elif events := policy.events(chunk):
                     if self._closing:
                         return
-                    # The decoder has run ahead to the end of the piece: last_event_id
-                    # reports the id of the event being delivered.
-                    self._delivering = event
-                    yield event
+                    yield events
                 self._delivering = None
                 self._last_event_id = decoder.last_event_id
         except _NETWORK_ERRORS as exc:
@@ -612,7 +644,7 @@ class AsyncEventSource:
         if dropped is not None and not policy.restarting:
             await self._failed(dropped)
 
-    async def _run(self) -> AsyncGenerator[Event, None]:
+    async def _run(self) -> AsyncGenerator[list[Event], None]:
         if self._closing:
             self._ready_state = CLOSED
             return
@@ -641,8 +673,8 @@ class AsyncEventSource:
                                 await _call(self._on_open, response)
                             reader = self._read(response)
                             try:
-                                async for event in reader:
-                                    yield event
+                                async for events in reader:
+                                    yield events
                             finally:
                                 with anyio.CancelScope(shield=True):
                                     await reader.aclose()

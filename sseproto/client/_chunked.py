@@ -7,6 +7,7 @@ one-chunk events comes out as one piece, decoded in one pass. Sans-IO; errors ar
 from __future__ import annotations
 
 import http.client
+from itertools import repeat
 
 __all__ = ["Dechunker"]
 
@@ -30,6 +31,10 @@ class Dechunker:
             self._head = b""
         out: list[bytes] = []
         pos, end = 0, len(data)
+        while pos < end and (self._left or self._crlf):
+            pos = self._rest_of_chunk(data, pos, out)
+        if pos < end and not self.done:
+            pos = self._whole_chunks(data, pos, out)
         while pos < end and not self.done:
             if self._left or self._crlf:
                 pos = self._rest_of_chunk(data, pos, out)
@@ -59,6 +64,29 @@ class Dechunker:
                 self._left = size
                 pos = start
         return b"".join(out)
+
+    @staticmethod
+    def _whole_chunks(data: bytes, pos: int, out: list[bytes]) -> int:
+        """Take the run of whole plain chunks (``size CRLF data CRLF``, no extension, no CR LF in
+        the data) that starts at ``pos``, a chunk's start, without a Python step per chunk; the
+        new position. When in doubt (an extension, a CR LF in the data, the last chunk) it takes
+        nothing and leaves the bytes to the general loop.
+        """
+        parts = (data[pos:] if pos else data).split(b"\r\n")
+        pairs = (len(parts) - 1) // 2  # (size line, data) pairs, each followed by CR LF
+        if not pairs:
+            return pos
+        sizes, bodies = parts[0 : 2 * pairs : 2], parts[1 : 2 * pairs : 2]
+        try:
+            lengths = list(map(int, sizes, repeat(16)))
+        except ValueError:
+            return pos
+        # Where a chunk's data holds a CR LF, the split goes astray there and that chunk's
+        # length cannot match: a match of every pair is the true framing.
+        if lengths != list(map(len, bodies)) or 0 in lengths:
+            return pos
+        out.extend(bodies)
+        return pos + sum(lengths) + sum(map(len, sizes)) + 4 * pairs
 
     def _rest_of_chunk(self, data: bytes, pos: int, out: list[bytes]) -> int:
         """Take chunk data, then its CRLF, from a chunk split across reads; the new position."""
