@@ -18,16 +18,20 @@ memory; ``redis://...``: Redis).
 
 from __future__ import annotations
 
+import sys
 import weakref
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from flask import Blueprint, Flask, Response, abort, current_app, has_app_context, request, send_file
 
 from ._event import Event
 from .brokers import Broker, broker_from_url
 from .wsgi import EventStream, EventStreamApp, Options, Reply, WSGIEnvironment, event_from, last_event_id_from
+
+if TYPE_CHECKING:  # prometheus_client is imported only when metrics are turned on
+    from .metrics import Metrics
 
 __all__ = ["SSE"]
 
@@ -64,7 +68,7 @@ _BROKER_KEYS = {
     "SSE_RETAINED_CHANNELS": "retained_channels",
 }
 _OTHER_KEYS = {"SSE_URL_PREFIX": "url_prefix", "SSE_BROKER_URL": "broker_url",
-               "SSE_DEFAULT_CHANNEL": "default_channel"}
+               "SSE_DEFAULT_CHANNEL": "default_channel", "SSE_METRICS": "metrics"}
 
 F = TypeVar("F", bound=Callable[[str], bool])
 
@@ -126,7 +130,8 @@ class SSE:
         elif broker_options:
             raise ValueError(f"{', '.join(sorted(broker_options))}: set these on the broker you pass, "
                              "they configure the broker SSE makes")
-        endpoint = EventStreamApp(broker, options, authorize=self._check if self._authorize else None)
+        endpoint = EventStreamApp(broker, options, authorize=self._check if self._authorize else None,
+                                  metrics=_metrics(settings.get("SSE_METRICS"), app))
         self._states[app] = _AppState(broker, endpoint, default_channel)
         app.extensions["sse"] = self
         prefix = settings.get("SSE_URL_PREFIX", "/sse")
@@ -233,6 +238,21 @@ class SSE:
                         provide_automatic_options=False)
         bp.add_url_rule("/eventsource.js", "polyfill", polyfill)
         return bp
+
+
+def _metrics(setting: object, app: Flask) -> Metrics | None:
+    """``SSE_METRICS``: False or None (off), True (the default registry, labelled with the
+    app's name) or a :class:`sseproto.metrics.Metrics` of one's own."""
+    if setting is None or setting is False:
+        return None
+    if setting is True:
+        from .metrics import Metrics
+
+        return Metrics(app=app.name)
+    module = sys.modules.get("sseproto.metrics")  # loaded if ``setting`` is a Metrics
+    if module is not None and isinstance(setting, module.Metrics):
+        return cast("Metrics", setting)
+    raise ValueError(f"SSE_METRICS must be True, False or a sseproto.metrics.Metrics, got {setting!r}")
 
 
 def _response(reply: Reply) -> Response:

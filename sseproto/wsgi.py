@@ -94,12 +94,15 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, NoReturn, Protocol
 from urllib.parse import parse_qsl
 
 from ._event import Event
 from .brokers import Broker, Subscription, SubscriptionEnded
 from .brokers._base import DRAINING
+
+if TYPE_CHECKING:  # prometheus_client is imported only when metrics are turned on
+    from .metrics import Metrics
 
 __all__ = [
     "CONTENT_TYPE",
@@ -279,9 +282,11 @@ def last_event_id_from(environ: WSGIEnvironment) -> str | None:
 
 
 class _Source(Protocol):
-    """Where a stream's events come from: ``next`` waits at most ``timeout`` seconds."""
+    """Where a stream's events come from: ``next`` waits at most ``timeout`` seconds;
+    ``ended`` says why it raised StopIteration (see :data:`sseproto.metrics.DISCONNECT_REASONS`)."""
 
     can_drain: bool
+    ended: str
 
     def next(self, timeout: float) -> Event | None: ...
 
@@ -290,6 +295,7 @@ class _Source(Protocol):
 
 class _SubscriptionSource:
     can_drain = True
+    ended = "closed"
 
     def __init__(self, subscription: Subscription) -> None:
         self.subscription = subscription
@@ -297,7 +303,8 @@ class _SubscriptionSource:
     def next(self, timeout: float) -> Event | None:
         try:
             return self.subscription.get(timeout)
-        except SubscriptionEnded:
+        except SubscriptionEnded as exc:
+            self.ended = _ended_reason(exc)
             raise StopIteration from None
 
     def close(self) -> None:
@@ -308,6 +315,7 @@ class _IterableSource:
     """A generator or other iterable; a None item means "nothing now" (time for a heartbeat)."""
 
     can_drain = False
+    ended = "finished"
 
     def __init__(self, iterable: Iterable[object]) -> None:
         self.iterable = iterable
@@ -326,6 +334,7 @@ class _PollingSource:
     """A function called every ``interval`` seconds; it returns one item (None: nothing)."""
 
     can_drain = False
+    ended = "finished"
 
     def __init__(self, func: Callable[[], object], interval: float) -> None:
         if not interval > 0:
@@ -348,6 +357,15 @@ class _PollingSource:
         pass
 
 
+def _ended_reason(exc: SubscriptionEnded) -> str:
+    """The disconnect reason of a subscription's end: the broker's reason, in metrics' words."""
+    if exc.reason == "overflow":
+        return "lagging"
+    if exc.reason == "closed" and DRAINING.is_set():  # gunicorn's drain on SIGTERM
+        return "draining"
+    return exc.reason
+
+
 class EventStream:
     """The body of one event stream: an iterator of bytes chunks for a WSGI server.
 
@@ -357,7 +375,9 @@ class EventStream:
     0.75 and 1 times ``max_duration`` seconds. ``close()`` (which every WSGI server calls,
     also when the client vanished) releases the source and runs ``on_close``; it also runs
     if the stream is collected unclosed. A class rather than a generator, because a
-    generator that never started would skip its cleanup when closed.
+    generator that never started would skip its cleanup when closed. With ``metrics``
+    (:class:`sseproto.metrics.Metrics`) it counts itself open, its events once per chunk,
+    its gap event and why it ended.
     """
 
     status = "200 OK"
@@ -375,6 +395,7 @@ class EventStream:
         prelude: Iterable[Event | bytes] = (),
         disconnected: Callable[[], bool] | None = None,
         on_close: Callable[[], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.headers = stream_headers()
         self._source = source
@@ -398,7 +419,12 @@ class EventStream:
         # Spread over the last quarter, so that streams opened together do not end together.
         self._end_at = math.inf if max_duration is None else now + max_duration * random.uniform(0.75, 1.0)
         self._next_check = min(now + heartbeat, self._end_at)
-        self._cleanup = weakref.finalize(self, _cleanup, source, on_close)
+        self._metrics = metrics
+        self._gap = False  # the prelude opens with the gap event (counted apart from deliveries)
+        self._why: list[str | None] = [None]  # why it ended; None at cleanup: the client went
+        if metrics is not None:
+            metrics.stream_opened()
+        self._cleanup = weakref.finalize(self, _cleanup, source, on_close, metrics, self._why)
 
     @classmethod
     def from_iterable(cls, iterable: Iterable[object], **options: Any) -> EventStream:
@@ -424,7 +450,9 @@ class EventStream:
         if subscription.gap:
             gap = {"lastEventId": last_event_id, "channels": list(subscription.gap)}
             prelude = itertools.chain([Event(json.dumps(gap, separators=(",", ":")), GAP_EVENT)], prelude)
-        return cls(_SubscriptionSource(subscription), prelude=prelude, **options)
+        stream = cls(_SubscriptionSource(subscription), prelude=prelude, **options)
+        stream._gap = bool(subscription.gap)
+        return stream
 
 
     def __iter__(self) -> Iterator[bytes]:
@@ -432,23 +460,23 @@ class EventStream:
 
     def __next__(self) -> bytes:
         if self._ending or self._sent >= self._limit:
-            self.close()
-            raise StopIteration
+            self._stop("max_bytes")  # unless an end was already recorded
         if self._prelude is not None:
             chunk = self._take_prelude()
             if chunk:
                 return self._write(chunk)
             if self._ending:
-                self.close()
-                raise StopIteration
+                self._stop(self._source.ended)
         source = self._source
         while True:
             now = time.monotonic()
             if now >= self._next_check:
-                if (now >= self._end_at or DRAINING.is_set()
-                        or (self._disconnected is not None and self._disconnected())):
-                    self.close()
-                    raise StopIteration
+                if now >= self._end_at:
+                    self._stop("max_duration")
+                if DRAINING.is_set():
+                    self._stop("draining")
+                if self._disconnected is not None and self._disconnected():
+                    self._stop("client_gone")
                 self._next_check = min(now + self._heartbeat, self._end_at)
             timeout = self._last_write + self._heartbeat - now
             if timeout <= 0:
@@ -456,8 +484,7 @@ class EventStream:
             try:
                 event = source.next(min(timeout, self._next_check - now))
             except StopIteration:
-                self.close()
-                raise
+                self._stop(source.ended)
             if event is not None:
                 return self._write(self._drain(event.encode()))
             if self._ending:  # closed from another thread while waiting (close() ran)
@@ -468,16 +495,25 @@ class EventStream:
         self._ending = True
         self._cleanup()
 
+    def _stop(self, reason: str) -> NoReturn:
+        """End the stream for ``reason`` (kept if the first recorded) and stop iterating."""
+        if self._why[0] is None:
+            self._why[0] = reason
+        self.close()
+        raise StopIteration
+
     def _take_prelude(self) -> bytes:
         """The opening (first time) and replayed events up to the chunk size and the byte
         cap, whole events only; b"" once the replay is over."""
         parts = [self._opening] if self._opening is not None else []
         self._opening = None
         size = len(parts[0]) if parts else 0
+        events = 0
         if self._carry:
             parts.append(self._carry)
             size += len(self._carry)
             self._carry = b""
+            events = 1
         room = min(_CHUNK, self._limit - self._sent)
         prelude = self._prelude
         assert prelude is not None
@@ -493,26 +529,39 @@ class EventStream:
                     break
                 parts.append(wire)
                 size += len(wire)
-        except SubscriptionEnded:  # the broker cannot finish the replay exactly: the client resumes
+                events += 1
+        except SubscriptionEnded as exc:  # the broker cannot finish the replay exactly: the client resumes
             self._prelude = None
             self._ending = True
+            self._why[0] = self._why[0] or _ended_reason(exc)
+        metrics = self._metrics
+        if metrics is not None:
+            if self._gap and events:  # the first event of the first chunk
+                self._gap = False
+                events -= 1
+                metrics.gaps.inc()
+            if events:
+                metrics.deliveries.inc(events)
         return b"".join(parts)
 
     def _drain(self, chunk: bytes) -> bytes:
         """Append events already waiting in the source, up to the chunk size and byte cap."""
-        if not self._source.can_drain:
-            return chunk
-        room = min(_CHUNK, self._limit - self._sent)
+        room = min(_CHUNK, self._limit - self._sent) if self._source.can_drain else 0
         next_event = self._source.next
+        events = 1
         while len(chunk) < room:
             try:
                 event = next_event(0)
             except StopIteration:
                 self._ending = True
+                self._why[0] = self._why[0] or self._source.ended
                 break
             if event is None:
                 break
             chunk += event.encode()
+            events += 1
+        if self._metrics is not None:
+            self._metrics.deliveries.inc(events)
         return chunk
 
     def _write(self, chunk: bytes) -> bytes:
@@ -521,12 +570,18 @@ class EventStream:
         return chunk
 
 
-def _cleanup(source: _Source, on_close: Callable[[], None] | None) -> None:
+def _cleanup(
+    source: _Source, on_close: Callable[[], None] | None, metrics: Metrics | None, why: list[str | None]
+) -> None:
     try:
         source.close()
     finally:
-        if on_close is not None:
-            on_close()
+        try:
+            if on_close is not None:
+                on_close()
+        finally:
+            if metrics is not None:
+                metrics.stream_closed(why[0] or "client_gone")
 
 
 class EventStreamApp:
@@ -536,7 +591,9 @@ class EventStreamApp:
     ``options.default_channels``), replaying from the request's last event id.
     ``authorize(environ, channel) -> bool`` is asked about each channel (False: 403).
     The connection limit counts every stream this object opens, including those of
-    :meth:`iterable_reply` and :meth:`polling_reply`.
+    :meth:`iterable_reply` and :meth:`polling_reply`. ``metrics`` turns on Prometheus
+    metrics (:class:`sseproto.metrics.Metrics`; True: ``Metrics()``, on prometheus_client's
+    default registry); events published are counted when the broker is one of sseproto's.
     """
 
     def __init__(
@@ -545,6 +602,7 @@ class EventStreamApp:
         options: Options | None = None,
         *,
         authorize: Callable[[WSGIEnvironment, str], bool] | None = None,
+        metrics: Metrics | bool | None = None,
         **overrides: Any,
     ) -> None:
         self.broker = broker
@@ -552,6 +610,14 @@ class EventStreamApp:
         self.authorize = authorize
         self._active = 0
         self._lock = threading.Lock()
+        if metrics is True:
+            from .metrics import Metrics
+
+            metrics = Metrics()
+        self.metrics: Metrics | None = metrics or None
+        count_publishes = getattr(broker, "count_publishes", None)
+        if self.metrics is not None and callable(count_publishes):
+            count_publishes(self.metrics.published)
 
     @property
     def active_streams(self) -> int:
@@ -658,6 +724,7 @@ class EventStreamApp:
             "max_duration": options.max_duration,
             "disconnected": _disconnect_probe(environ),
             "on_close": self._release,
+            "metrics": self.metrics,
         }
 
     def _reply(self, stream: EventStream, environ: WSGIEnvironment | None) -> Reply:
@@ -682,6 +749,8 @@ class EventStreamApp:
     def _busy(self, environ: WSGIEnvironment | None) -> Reply:
         environ = environ or {}
         seconds = self.options.retry_after
+        if self.metrics is not None:
+            self.metrics.refused("draining" if DRAINING.is_set() else "busy")
         if DRAINING.is_set():
             # This process is going away: come back (to another one) as after a drop.
             retry = self.options.retry if self.options.retry is not None else 3000

@@ -161,7 +161,14 @@ class Fanout:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._subscribers: dict[str, set[Any]] = {}
+        self._publish_counters: tuple[Any, ...] = ()
         LIVE.add(self)
+
+    def count_publishes(self, counter: Any) -> None:
+        """Call ``counter.inc()`` for every event this broker publishes (from this process);
+        how :mod:`sseproto.metrics` counts events published. Added once however often given."""
+        if counter not in self._publish_counters:
+            self._publish_counters += (counter,)
 
     def subscriber_count(self, channel: str | None = None) -> int:
         """How many subscriptions of this process are live (on ``channel``, or on any channel)."""

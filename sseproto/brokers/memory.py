@@ -106,7 +106,9 @@ class MemoryBroker(Fanout):
                 self._remove(sub)
             if self.replay_max_age is not None or self.replay_max_bytes is not None:
                 self._sweep()
-            return event
+        for counter in self._publish_counters:
+            counter.inc()
+        return event
 
     def subscribe(
         self, channels: Sequence[str], last_event_id: str | None = None, *, max_replay: int | None = None

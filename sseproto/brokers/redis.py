@@ -538,6 +538,8 @@ class RedisBroker(Fanout):
             raise BrokerUnavailable(
                 f"cannot publish to {channel!r}: Redis at {_redacted(self.url)} is unreachable ({exc})"
             ) from exc
+        for counter in self._publish_counters:
+            counter.inc()
         return Event(event.data, event.event, str(stream_id) if event.id is None else event.id, event.retry)
 
     def subscribe(
