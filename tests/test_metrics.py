@@ -3,11 +3,13 @@ streams are driven in process (WSGI calls, and a Flask app)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -453,6 +455,30 @@ def test_nothing_imports_prometheus_client_unless_metrics_are_on() -> None:
         assert "sseproto.metrics" not in sys.modules
     """)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_multiprocess_mode_sums_the_streams_of_live_workers(tmp_path: Path) -> None:
+    """Under prometheus_client's multiprocess mode (several gunicorn workers) the README's
+    recipe reports the streams gauge summed over the live processes."""
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+        from prometheus_client import CollectorRegistry, generate_latest
+        from prometheus_client.multiprocess import MultiProcessCollector
+        from sseproto import Event
+        from sseproto.brokers import MemoryBroker
+        from sseproto.metrics import Metrics
+        from sseproto.wsgi import EventStreamApp
+        broker = MemoryBroker()
+        app = EventStreamApp(broker, metrics=Metrics(app="mp"))
+        bodies = [app({"REQUEST_METHOD": "GET"}, lambda s, h: None) for _ in range(2)]
+        broker.publish("sse", Event("x"))
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        print(generate_latest(registry).decode())
+    """)], capture_output=True, text=True, cwd=ROOT, timeout=60,
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    assert 'sseproto_streams_open{app="mp"} 2.0' in proc.stdout
+    assert 'sseproto_events_published_total{app="mp"} 1.0' in proc.stdout
 
 
 def test_metrics_without_prometheus_client_name_the_extra() -> None:
