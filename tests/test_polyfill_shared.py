@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -160,5 +162,56 @@ def test_eight_tabs_share_one_stream_and_lose_nothing_when_its_holder_closes(
         for page in rest:
             page.evaluate("es.close()")
         expect(lambda: call(base, f"/count?channel={channel}")["open"] == 0, "no stream once all closed")
+    finally:
+        ctx.close()
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("path", ["worker", "leader"])
+def test_events_published_while_the_holder_closes_reach_every_tab_once(
+    browser: Any, base: str, path: str
+) -> None:
+    channel = f"flight-{path}"
+    url = f"/sse/stream?channel={channel}"
+    ctx = browser.new_context()
+    try:
+        if path == "leader":
+            ctx.add_init_script("delete window.SharedWorker;")
+        pages = []
+        for _ in range(4):
+            page = ctx.new_page()
+            page.goto(f"{base}/page")
+            page.evaluate(START, url)
+            pages.append(page)
+        expect(lambda: every(pages, "es.readyState", 1), "all pages OPEN")
+        ids: list[str] = []
+        done = threading.Event()
+
+        def publisher() -> None:
+            try:
+                for i in range(40):
+                    query = f"channel={channel}&prefix=e&n=1&start={i}"
+                    ids.extend(call(base, f"/publish?{query}", "POST")["ids"])
+                    time.sleep(0.01)
+            finally:
+                done.set()
+
+        thread = threading.Thread(target=publisher)
+        thread.start()
+        try:
+            expect(lambda: len(ids) >= 10, "10 published", 10)
+            holder = next((p for p in pages if p.evaluate("es.holding")), pages[0])
+            holder.close()  # the worker's first page, or the leader
+        finally:
+            assert done.wait(20)
+            thread.join(5)
+        left = [p for p in pages if p is not holder]
+        want = [[f"e {i}", id] for i, id in enumerate(ids)]
+        expect(lambda: every(left, "log.length", 40), "40 events on every page left")
+        for page in left:
+            assert page.evaluate("[log, es.lastEventId, states]") == [want, ids[-1], ["open"]]
+        if path == "leader":
+            requests = call(base, f"/log?channel={channel}")
+            assert len(requests) == 2 and requests[1]["header"] in ids
     finally:
         ctx.close()
