@@ -37,6 +37,8 @@ __all__ = ["SSE"]
 
 # The minified build; the source, eventsource.js, is beside it.
 POLYFILL = Path(__file__).parent / "static" / "eventsource.min.js"
+# The polyfill with its shared mode (all tabs of an origin on one stream), also its own worker.
+POLYFILL_SHARED = Path(__file__).parent / "static" / "eventsource-shared.min.js"
 
 # Config key -> Options field.
 _OPTION_KEYS = {
@@ -227,16 +229,17 @@ class SSE:
         def stream() -> Response:
             return _response(self._state().endpoint.respond(request.environ))
 
-        def polyfill() -> Response:
-            if not POLYFILL.is_file():
+        def script(path: Path) -> Response:
+            if not path.is_file():
                 abort(404)
-            response = send_file(POLYFILL, mimetype="text/javascript", max_age=3600)
+            response = send_file(path, mimetype="text/javascript", max_age=3600)
             response.headers["X-Content-Type-Options"] = "nosniff"
             return response
 
         bp.add_url_rule("/stream", "stream", stream, methods=["GET", "OPTIONS"],
                         provide_automatic_options=False)
-        bp.add_url_rule("/eventsource.js", "polyfill", polyfill)
+        bp.add_url_rule("/eventsource.js", "polyfill", lambda: script(POLYFILL))
+        bp.add_url_rule("/eventsource-shared.js", "polyfill_shared", lambda: script(POLYFILL_SHARED))
         return bp
 
 

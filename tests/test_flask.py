@@ -386,3 +386,15 @@ def test_the_polyfill_is_served_with_nosniff() -> None:
     SSE(app)
     resp = app.test_client().get("/sse/eventsource.js")
     assert resp.status_code == 200 and resp.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_the_shared_polyfill_is_served_beside_the_plain_one() -> None:
+    app = make_app()
+    SSE(app)
+    client = app.test_client()
+    shared = client.get("/sse/eventsource-shared.js")
+    plain = client.get("/sse/eventsource.js")
+    assert shared.status_code == plain.status_code == 200
+    assert shared.mimetype == "text/javascript" and shared.headers["X-Content-Type-Options"] == "nosniff"
+    assert shared.data == sse_flask.POLYFILL_SHARED.read_bytes() != plain.data
+    assert b"sseproto EventSource polyfill" in shared.data and b".shared?" in shared.data
