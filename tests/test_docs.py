@@ -39,6 +39,7 @@ REFERENCE = {
     "sseproto.brokers.redis": "reference/redis",
     "sseproto.client": "reference/client",
     "sseproto.gunicorn": "reference/gunicorn",
+    "sseproto.metrics": "reference/metrics",
 }
 
 
