@@ -28,6 +28,7 @@ from flask import Blueprint, Flask, Response, abort, current_app, has_app_contex
 
 from ._event import Event
 from .brokers import Broker, broker_from_url
+from .grip import Grip
 from .wsgi import EventStream, EventStreamApp, Options, Reply, WSGIEnvironment, event_from, last_event_id_from
 
 if TYPE_CHECKING:  # prometheus_client is imported only when metrics are turned on
@@ -70,7 +71,8 @@ _BROKER_KEYS = {
     "SSE_RETAINED_CHANNELS": "retained_channels",
 }
 _OTHER_KEYS = {"SSE_URL_PREFIX": "url_prefix", "SSE_BROKER_URL": "broker_url",
-               "SSE_DEFAULT_CHANNEL": "default_channel", "SSE_METRICS": "metrics"}
+               "SSE_DEFAULT_CHANNEL": "default_channel", "SSE_METRICS": "metrics",
+               "SSE_GRIP_URL": "grip_url", "SSE_GRIP_KEY": "grip_key"}
 
 F = TypeVar("F", bound=Callable[[str], bool])
 
@@ -133,7 +135,8 @@ class SSE:
             raise ValueError(f"{', '.join(sorted(broker_options))}: set these on the broker you pass, "
                              "they configure the broker SSE makes")
         endpoint = EventStreamApp(broker, options, authorize=self._check if self._authorize else None,
-                                  metrics=_metrics(settings.get("SSE_METRICS"), app))
+                                  metrics=_metrics(settings.get("SSE_METRICS"), app),
+                                  grip=_grip(settings.get("SSE_GRIP_URL"), settings.get("SSE_GRIP_KEY")))
         self._states[app] = _AppState(broker, endpoint, default_channel)
         app.extensions["sse"] = self
         prefix = settings.get("SSE_URL_PREFIX", "/sse")
@@ -184,6 +187,8 @@ class SSE:
         if message.id is not None and len(message.id) > state.endpoint.options.max_last_event_id_length:
             # A client would send it back as Last-Event-ID and be refused.
             raise ValueError(f"id is longer than {state.endpoint.options.max_last_event_id_length}")
+        if state.endpoint.grip is not None:  # stored, then sent to the GRIP proxy too
+            return state.endpoint.grip.publish(state.broker, channel, message)
         return state.broker.publish(channel, message)
 
     def stream(self, *channels: str, last_event_id: str | None = None) -> Response:
@@ -256,6 +261,15 @@ def _metrics(setting: object, app: Flask) -> Metrics | None:
     if module is not None and isinstance(setting, module.Metrics):
         return cast("Metrics", setting)
     raise ValueError(f"SSE_METRICS must be True, False or a sseproto.metrics.Metrics, got {setting!r}")
+
+
+def _grip(url: object, key: object) -> Grip | None:
+    """``SSE_GRIP_URL`` and ``SSE_GRIP_KEY``: both (GRIP on) or neither."""
+    if not url and not key:
+        return None
+    if not (isinstance(url, str) and url and isinstance(key, (str, bytes)) and key):
+        raise ValueError("GRIP needs both SSE_GRIP_URL (the proxy's publish endpoint) and SSE_GRIP_KEY")
+    return Grip(url, key)
 
 
 def _response(reply: Reply) -> Response:

@@ -102,6 +102,7 @@ from .brokers import Broker, Subscription, SubscriptionEnded
 from .brokers._base import DRAINING
 
 if TYPE_CHECKING:  # prometheus_client is imported only when metrics are turned on
+    from .grip import Grip
     from .metrics import Metrics
 
 __all__ = [
@@ -115,6 +116,7 @@ __all__ = [
     "WSGIEnvironment",
     "event_from",
     "last_event_id_from",
+    "replay_prelude",
     "stream_headers",
 ]
 
@@ -357,6 +359,18 @@ class _PollingSource:
         pass
 
 
+def replay_prelude(subscription: Subscription, last_event_id: str | None) -> Iterable[Event | bytes]:
+    """What a stream of ``subscription`` sends before live events: the gap event, if any, then
+    the replay (as the broker's encoded bytes where it holds them)."""
+    replay = subscription.replay
+    wire = getattr(replay, "wire", None)  # encoded bytes the broker already holds
+    prelude: Iterable[Event | bytes] = wire() if callable(wire) else replay
+    if subscription.gap:
+        gap = {"lastEventId": last_event_id, "channels": list(subscription.gap)}
+        prelude = itertools.chain([Event(json.dumps(gap, separators=(",", ":")), GAP_EVENT)], prelude)
+    return prelude
+
+
 def _ended_reason(exc: SubscriptionEnded) -> str:
     """The disconnect reason of a subscription's end: the broker's reason, in metrics' words."""
     if exc.reason == "overflow":
@@ -444,12 +458,7 @@ class EventStream:
 
         ``last_event_id`` is the id the subscription was asked to resume from.
         """
-        replay = subscription.replay
-        wire = getattr(replay, "wire", None)  # encoded bytes the broker already holds
-        prelude: Iterable[Event | bytes] = wire() if callable(wire) else replay
-        if subscription.gap:
-            gap = {"lastEventId": last_event_id, "channels": list(subscription.gap)}
-            prelude = itertools.chain([Event(json.dumps(gap, separators=(",", ":")), GAP_EVENT)], prelude)
+        prelude = replay_prelude(subscription, last_event_id)
         stream = cls(_SubscriptionSource(subscription), prelude=prelude, **options)
         stream._gap = bool(subscription.gap)
         return stream
@@ -594,6 +603,7 @@ class EventStreamApp:
     :meth:`iterable_reply` and :meth:`polling_reply`. ``metrics`` turns on Prometheus
     metrics (:class:`sseproto.metrics.Metrics`; True: ``Metrics()``, on prometheus_client's
     default registry); events published are counted when the broker is one of sseproto's.
+    ``grip`` (:class:`sseproto.grip.Grip`) answers requests a GRIP proxy signed with a hold.
     """
 
     def __init__(
@@ -603,9 +613,11 @@ class EventStreamApp:
         *,
         authorize: Callable[[WSGIEnvironment, str], bool] | None = None,
         metrics: Metrics | bool | None = None,
+        grip: Grip | None = None,
         **overrides: Any,
     ) -> None:
         self.broker = broker
+        self.grip = grip
         self.options = (options or Options()).replace(**overrides) if overrides else (options or Options())
         self.authorize = authorize
         self._active = 0
@@ -672,6 +684,8 @@ class EventStreamApp:
             self._check_last_event_id(last_event_id)
         except ValueError as exc:
             return self._error(environ or {}, "400 Bad Request", str(exc))
+        if self.grip is not None and environ is not None and self.grip.signed(environ):
+            return self.grip.hold_reply(self, channels, last_event_id, environ)  # the proxy holds it
         if not self._admit():
             return self._busy(environ)
         try:
