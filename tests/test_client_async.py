@@ -5,11 +5,15 @@ asyncio and on trio (anyio's pytest plugin), against the scripted server of the 
 
 from __future__ import annotations
 
+import gzip
+import http.client
 import json
+import random
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -27,8 +31,10 @@ from sseproto.client import (
     AsyncEventSource,
     ContentTypeError,
     HTTPStatusError,
+    _async,
     aiter_events,
 )
+from sseproto.client._chunked import Dechunker
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 END = Reply(204, {}, ())
@@ -370,3 +376,216 @@ except ImportError as exc:
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "refused:" in proc.stdout and "pip install 'sseproto[async]'" in proc.stdout
+
+
+# -- the body read below h11: httpx's own HTTP/1.1 connection, its network stream ------------
+
+
+class RawServer:
+    """A keep-alive HTTP/1.1 server answering each request with the next scripted reply (the last
+    one repeats), written byte for byte (head and body as given, ``float`` steps pausing,
+    ``"close"`` closing the connection): framing errors, chunks cut across writes and compressed
+    bodies are sent as they are. Records each connection's requests and whether the client
+    closed it."""
+
+    def __init__(self, *replies: list[bytes | float | str]) -> None:
+        self.replies = list(replies)
+        self.served = 0
+        self._lock = threading.Lock()
+        self.connections: list[dict[str, Any]] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/s"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        record: dict[str, Any] = {"requests": 0, "closed": False}
+        self.connections.append(record)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with conn:
+            try:
+                while True:
+                    request = b""
+                    while b"\r\n\r\n" not in request:
+                        data = conn.recv(4096)
+                        if not data:
+                            record["closed"] = True
+                            return
+                        request += data
+                    with self._lock:
+                        reply = self.replies[min(self.served, len(self.replies) - 1)]
+                        self.served += 1
+                    record["requests"] += 1
+                    for step in reply:
+                        if isinstance(step, float):
+                            time.sleep(step)
+                        elif isinstance(step, bytes):
+                            conn.sendall(step)
+                        else:
+                            return
+            except OSError:
+                record["closed"] = True
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+@pytest.fixture
+def raw_bodies(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """For each body read: whether it was read below h11 (True) or through httpx (False)."""
+    seen: list[bool] = []
+    real = _async._raw_body
+
+    def spy(response: httpx.Response) -> Any:
+        found = real(response)
+        seen.append(found is not None)
+        return found
+
+    monkeypatch.setattr(_async, "_raw_body", spy)
+    return seen
+
+
+async def test_a_chunked_body_read_below_h11_gives_exactly_its_events(raw_bodies: list[bool]) -> None:
+    """Many one-event chunks in one write (with the head), a chunk cut inside its size line, its
+    data and its CR LF across writes, an extension, CR LF line ends in the data, the last chunk
+    with a trailer: the events are exactly those of the stream."""
+    events = [b"id: %d\ndata: event %d\n\n" % (i, i) for i in range(50)]
+    wire = b"".join(map(chunk, events[:40]))
+    cut = chunk(b"data: cut\r\ndata: across\r\n\r\n")
+    server = RawServer([
+        CHUNKED_HEAD + wire, 0.05,
+        cut[:1], 0.05, cut[1:8], 0.05, cut[8:-1], 0.05, cut[-1:], 0.05,
+        b"%x;ext=1\r\n%s\r\n" % (len(events[40]), events[40]), 0.05,
+        b"".join(map(chunk, events[41:])), b"0\r\nTrailer: t\r\n\r\n", 5.0,
+    ])
+    try:
+        async with AsyncEventSource(server.url, reconnect=False, **FAST) as source:
+            got = [(e.id, e.data) async for e in source]
+    finally:
+        server.close()
+    expected = [(str(i), f"event {i}") for i in range(40)] + [("39", "cut\nacross")]
+    expected += [(str(i), f"event {i}") for i in range(40, 50)]
+    assert got == expected
+    assert raw_bodies == [True]  # and it ended at the last chunk: the server holds the connection
+
+
+async def test_aiter_events_reads_a_close_delimited_body_below_h11(raw_bodies: list[bool]) -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+    server = RawServer([head + b"data: a\n\nda", 0.05, b"ta: b\n\ndata: cut", "close"])
+    try:
+        async with httpx.AsyncClient() as client, client.stream("GET", server.url) as response:
+            assert [e.data async for e in aiter_events(response)] == ["a", "b"]
+    finally:
+        server.close()
+    assert raw_bodies == [True]
+
+
+async def test_a_gzip_body_is_read_through_httpx(raw_bodies: list[bool]) -> None:
+    """Content-Encoding: httpx undoes it (and the chunks): never read below h11."""
+    body = gzip.compress(b"id: 1\ndata: a\n\ndata: b\n\n")
+    head = CHUNKED_HEAD.replace(b"\r\n\r\n", b"\r\nContent-Encoding: gzip\r\n\r\n")
+    server = RawServer([head + chunk(body[:10]), 0.05, chunk(body[10:]) + b"0\r\n\r\n"])
+    try:
+        async with AsyncEventSource(server.url, reconnect=False, **FAST) as source:
+            assert [e.data async for e in source] == ["a", "b"]
+    finally:
+        server.close()
+    assert raw_bodies == [False]
+
+
+async def test_a_body_read_below_h11_closes_its_connection_instead_of_pooling_it(
+    raw_bodies: list[bool],
+) -> None:
+    """h11 never saw that body end: the connection is closed, never back in the pool, and the
+    next request opens another one; a body read through httpx leaves its connection for the
+    next request (what the pool would otherwise do)."""
+    stream = CHUNKED_HEAD + chunk(b"id: 1\ndata: a\n\n") + b"0\r\n\r\n"
+    server = RawServer([stream])
+    try:
+        async with httpx.AsyncClient() as client:
+            await (await client.get(server.url)).aclose()  # read by httpx: the connection is pooled
+            async with client.stream("GET", server.url) as response:
+                assert [e.data async for e in aiter_events(response)] == ["a"]
+            assert client._transport._pool.connections == []  # type: ignore[attr-defined]
+            async with AsyncEventSource(server.url, client=client, reconnect=False, **FAST) as source:
+                assert [e.data async for e in source] == ["a"]
+            assert client._transport._pool.connections == []  # type: ignore[attr-defined]
+            await wait_for(lambda: len(server.connections) == 2 and server.connections[1]["closed"])
+    finally:
+        server.close()
+    assert [(c["requests"], c["closed"]) for c in server.connections] == [(2, True), (1, True)]
+    assert raw_bodies == [True, True]
+
+
+async def test_a_malformed_chunk_read_below_h11_is_a_drop_and_the_stream_resumes(
+    raw_bodies: list[bool],
+) -> None:
+    bad = CHUNKED_HEAD + chunk(b"id: 1\ndata: a\n\n") + b"zz\r\nnonsense\r\n"
+    good = CHUNKED_HEAD + chunk(b"data: b\n\n") + b"0\r\n\r\n"
+    server = RawServer([bad, 5.0], [good, 5.0], [b"HTTP/1.1 204 No Content\r\n\r\n"])
+    errors: list[Exception] = []
+    try:
+        async with AsyncEventSource(server.url, on_error=errors.append, **FAST) as source:
+            assert [e.data async for e in source] == ["a", "b"]
+    finally:
+        server.close()
+    assert [type(e) for e in errors] == [httpx.RemoteProtocolError]
+    assert raw_bodies[:2] == [True, True]
+
+
+async def test_a_body_begun_through_httpx_is_not_read_below_h11(server: LoggingServer) -> None:
+    """Once h11 has parsed part of the body, its state is no longer the raw stream's start."""
+    url = server.script("/s", Reply(body=[b"data: a\n\n", Pause(0.05), b"data: b\n\n"]))
+    async with httpx.AsyncClient() as client, client.stream("GET", url) as response:
+        assert _async._raw_body(response) is not None
+        chunks = response.aiter_bytes()
+        assert await anext(chunks) == b"data: a\n\n"
+        assert _async._raw_body(response) is None
+        await chunks.aclose()  # type: ignore[attr-defined]
+
+
+def test_the_dechunker_takes_runs_of_whole_chunks_as_the_general_loop_does() -> None:
+    """The run of whole chunks taken in one step (split on CR LF, lengths checked) against a
+    byte-by-byte feed, which takes the general loop: CR LF in the data, extensions, a wrong
+    size, a missing CR LF, the last chunk mid-run, random cuts."""
+    rng = random.Random(11)
+
+    def outcome(wire: bytes, cuts: list[int]) -> tuple[Any, ...]:
+        dechunker, out = Dechunker(), []
+        try:
+            for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True):
+                out.append(dechunker.feed(wire[a:b]))
+        except http.client.HTTPException as exc:
+            return ("error", type(exc))
+        return (b"".join(out), dechunker.done)
+
+    for _ in range(3000):
+        pieces = []
+        for _ in range(rng.randrange(0, 25)):
+            data = bytes(rng.choice(b"ab\r\n:0") for _ in range(rng.randrange(1, 16)))
+            size = b"%x" % len(data)
+            roll = rng.random()
+            if roll < 0.02:
+                size = b"%x" % (len(data) + 1)
+            elif roll < 0.05:
+                size += b";x=y"
+            pieces.append(size + b"\r\n" + data + (b"XY" if rng.random() < 0.02 else b"\r\n"))
+        wire = b"".join(pieces) + rng.choice([b"0\r\n\r\n", b"0\r\nT: x\r\n\r\n", b"", b"5\r\nab"])
+        if len(wire) < 2:
+            continue
+        cuts = sorted(rng.sample(range(1, len(wire)), min(len(wire) - 1, rng.randrange(0, 5))))
+        assert outcome(wire, cuts) == outcome(wire, list(range(1, len(wire)))), (wire, cuts)

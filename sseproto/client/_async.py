@@ -193,9 +193,11 @@ async def _raw_chunks(
                 if dechunker is None:
                     yield data
                 else:
-                    body = dechunker.feed(data)
+                    body, error = dechunker.take(data)
                     if body:
                         yield body
+                    if error is not None:
+                        raise error
                     if dechunker.done:
                         return
             data = await network.read(_READ_SIZE, timeout)

@@ -26,10 +26,25 @@ class Dechunker:
         self.done = False  # the last chunk (size 0) was seen
 
     def feed(self, data: bytes) -> bytes:
+        """The chunk data in ``data``; ``http.client.HTTPException`` for bad framing."""
+        out: list[bytes] = []
+        self._feed(data, out)
+        return b"".join(out)
+
+    def take(self, data: bytes) -> tuple[bytes, http.client.HTTPException | None]:
+        """The chunk data in ``data`` up to bad framing, if any, and the error: the events
+        that came whole before it are still delivered (as h11 hands chunks over one by one)."""
+        out: list[bytes] = []
+        try:
+            self._feed(data, out)
+        except http.client.HTTPException as exc:
+            return b"".join(out), exc
+        return b"".join(out), None
+
+    def _feed(self, data: bytes, out: list[bytes]) -> None:
         if self._head:
             data = self._head + data
             self._head = b""
-        out: list[bytes] = []
         pos, end = 0, len(data)
         while pos < end and (self._left or self._crlf):
             pos = self._rest_of_chunk(data, pos, out)
@@ -63,7 +78,6 @@ class Dechunker:
             else:
                 self._left = size
                 pos = start
-        return b"".join(out)
 
     @staticmethod
     def _whole_chunks(data: bytes, pos: int, out: list[bytes]) -> int:
