@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -158,6 +159,85 @@ def test_client_loses_nothing_through_cuts_between_it_and_pushpin(stack: tuple[S
         assert [i for i, _ in received] == sorted((i for i, _ in received), key=int)
 
 
+@pytest.mark.browser
+@pytest.mark.timeout(60)
+def test_polyfill_and_native_lose_nothing_through_cuts_between_chromium_and_pushpin(
+    browser: Any, stack: tuple[Server, int]
+) -> None:
+    app, port = stack
+    channel = "chaos-" + uuid.uuid4().hex[:6]
+    marker = publish(app, channel, 1)[1]
+    started = time.monotonic()
+    held = requests.get(app.url + "/count", timeout=5).json()["streams"]  # other tests' direct streams
+    app_streams = [held]
+    with ChaosProxy(port, seed=13, min_life=0.3, max_life=1.5) as proxy:
+        pages = [browser.new_page() for _ in range(2)]
+        try:
+            for page in pages:  # the page is served by the app through Pushpin, and the cuts
+                for attempt in range(5):  # may land on its own load
+                    try:
+                        page.goto(f"http://127.0.0.1:{proxy.port}/?channel={channel}&from={marker}",
+                                  timeout=5_000)
+                        page.wait_for_function("window.sources !== undefined", timeout=5_000)
+                        break
+                    except Exception:
+                        if attempt == 4:
+                            raise
+            for page in pages:
+                page.wait_for_function("window.opens.poly >= 1 && window.opens.native >= 1", timeout=10_000)
+            sent: list[tuple[str, str]] = []
+            for n in range(300):
+                data = f"{n}:" + "x" * 200  # long enough for cuts to land inside events
+                sent.append((publish_one(app, channel, data), data))
+                if n % 20 == 0:
+                    app_streams.append(requests.get(app.url + "/count", timeout=5).json()["streams"])
+                time.sleep(0.01)
+            # As in the Python client's run: a message published while Pushpin was taking a hold
+            # is recovered when the next one shows the gap (prev-id), so keep publishing ticks
+            # until every source holds every event (bounded).
+            ids = [i for i, _ in sent]
+            def holds_all() -> bool:
+                return all(page.evaluate("(ids) => window.holds(ids)", ids) for page in pages)
+
+            deadline, ticks_published = time.monotonic() + 2, 0
+            while time.monotonic() < deadline and not holds_all():  # first without ticks
+                time.sleep(0.1)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not holds_all():
+                publish_one(app, channel, "tick")
+                ticks_published += 1
+                time.sleep(0.2)
+            time.sleep(0.5)  # room for a duplicate to show up
+            app_streams.append(requests.get(app.url + "/count", timeout=5).json()["streams"])
+            results = []
+            for page in pages:
+                page.evaluate("window.stop()")
+                results.append(page.evaluate("[window.got, window.gaps, window.opens]"))
+        finally:
+            for page in pages:
+                page.close()
+    received = {f"{name}{n}": [(i, d) for i, d in got[name]]
+                for n, (got, _, _) in enumerate(results) for name in ("poly", "native")}
+    opens = {f"{name}{n}": count for n, (_, _, o) in enumerate(results) for name, count in o.items()}
+    counted = {name: [item for item in got if item[1] != "tick"] for name, got in received.items()}
+    lost = sum(len(set(sent) - set(got)) for got in counted.values())
+    duplicated = sum(len(got) - len(set(got)) for got in received.values())
+    ticks = sum(len(got) - len(counted[name]) for name, got in received.items())
+    print(f"\nGRIP chromium 2x(polyfill+native): published={len(sent)} "
+          f"delivered={sum(len(got) for got in counted.values())} expected={len(sent) * len(received)} "
+          f"lost={lost} duplicated={duplicated} "
+          f"in_order={all(got == sent for got in counted.values())} "
+          f"ticks_needed={ticks_published} (delivered {ticks}) opens={opens} "
+          f"connections={proxy.accepted} cut={proxy.cut} (rst={proxy.resets}) "
+          f"app_streams_max={max(app_streams)} (before={held}) seconds={time.monotonic() - started:.1f}")
+    assert max(app_streams) <= held  # Pushpin held every stream, the app none
+    assert all(count >= 2 for count in opens.values())  # every source was cut and came back
+    assert [gaps for _, gaps, _ in results] == [[]] * len(pages)
+    for name, got in counted.items():
+        assert got == sent, name
+    assert duplicated == 0
+
+
 # --- helpers and fixtures ---------------------------------------------------------------------
 
 def publish(app: Server, channel: str, n: int) -> tuple[str, str]:
@@ -175,6 +255,18 @@ def publish_one(app: Server, channel: str, data: str) -> str:
 def wait_subscribed(app: Server, port: int, channel: str) -> None:
     """Time for Pushpin to take the hold and subscribe the connection to ``channel``."""
     time.sleep(0.5)
+
+
+def pushpin_ready(port: int) -> bool:
+    """Whether Pushpin proxies a plain request to the app and holds a stream (the handler is up)."""
+    base = f"http://127.0.0.1:{port}"
+    try:
+        if requests.get(base + "/count", timeout=5).status_code != 200:
+            return False
+        with requests.get(base + "/sse/stream?channel=ready", stream=True, timeout=5) as r:
+            return r.status_code == 200 and next(r.iter_content(None), b"").startswith(b"retry:")
+    except requests.RequestException:
+        return False  # reset or refused while a service starts
 
 
 def pushpin_config(root: Path, http_port: int, publish_port: int, app_port: int) -> Path:
@@ -235,8 +327,8 @@ def stack(grip_app: Server, grip_urls: tuple[int, int]) -> Iterator[tuple[Server
     try:
         wait_for_port(http_port, proc)
         wait_for_port(publish_port, proc)
-        deadline = time.monotonic() + 20  # condure listens before the proxy and zurl are ready
-        while requests.get(f"http://127.0.0.1:{http_port}/count", timeout=5).status_code != 200:
+        deadline = time.monotonic() + 20  # condure listens before the proxy, zurl and the handler
+        while not pushpin_ready(http_port):  # are ready
             assert time.monotonic() < deadline and proc.poll() is None, (root / "pushpin.out").read_text()
             time.sleep(0.1)
         yield grip_app, http_port

@@ -1,5 +1,6 @@
 """A Flask app behind Pushpin: sseproto.flask with SSE_GRIP_URL and SSE_GRIP_KEY from the
-environment, a channel no one may read ("secret"), and an endpoint to publish."""
+environment, a channel no one may read ("secret"), an endpoint to publish, and a page (``/``)
+that reads a channel with the polyfill and the native EventSource side by side."""
 
 from __future__ import annotations
 
@@ -30,3 +31,34 @@ def publish() -> ResponseReturnValue:
 @app.get("/count")
 def count() -> ResponseReturnValue:
     return jsonify(streams=sse.endpoint.active_streams)
+
+
+PAGE = """<!doctype html><meta charset="utf-8"><title>grip chaos</title>
+<script src="/sse/eventsource.js"></script>
+<script>
+// Two clients of one stream in one page: the polyfill (always) and the native EventSource.
+const q = new URLSearchParams(location.search);
+const url = "/sse/stream?channel=" + encodeURIComponent(q.get("channel")) +
+            "&lastEventId=" + encodeURIComponent(q.get("from"));
+window.got = {poly: [], native: []};
+window.opens = {poly: 0, native: 0};
+window.gaps = [];
+function watch(name, es) {
+  es.onopen = () => { window.opens[name] += 1; };
+  es.onmessage = (e) => { window.got[name].push([e.lastEventId, e.data]); };
+  es.addEventListener("sseproto.gap", (e) => { window.gaps.push([name, e.data]); });
+  return es;
+}
+// Whether every source holds each of ``ids``.
+window.holds = (ids) => Object.values(window.got).every((got) => {
+  const seen = new Set(got.map((item) => item[0]));
+  return ids.every((id) => seen.has(id));
+});
+window.sources = [watch("poly", new EventSourcePolyfill(url)), watch("native", new EventSource(url))];
+window.stop = () => { window.sources.forEach((es) => es.close()); };
+</script>"""
+
+
+@app.get("/")
+def page() -> ResponseReturnValue:
+    return PAGE
