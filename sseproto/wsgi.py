@@ -53,11 +53,14 @@ Use::
     app = EventStreamApp(broker, heartbeat=15)      # a WSGI app: mount it at /events
     broker.publish("news", Event("hello"))          # from any thread
 
-    # Django, Bottle, ...: any view that can return an iterable of bytes
-    stream = EventStream.from_iterable(generator())  # or from_subscription / from_polling
-    response = StreamingHttpResponse(stream, status=200)
-    for name, value in stream.headers:
+    # Django, Bottle, ...: any view that can return an iterable of bytes; the endpoint's
+    # replies keep its connection limit, write timeout and disconnect probe
+    reply = app.subscription_reply(["news"], last_event_id_from(environ), environ)
+    # (or app.iterable_reply(generator(), environ) / app.polling_reply(func, 1.0, environ))
+    response = StreamingHttpResponse(reply.body, status=int(reply.status.split()[0]))
+    for name, value in reply.headers:
         response[name] = value
+    # (examples/django_project and docs/deployment.md: the whole recipe, tested)
 
 Servers (each is tested as a real process). Every open stream holds a thread (or a
 greenlet) for its lifetime; keep ``max_connections`` below what the server can hold so
