@@ -243,7 +243,6 @@ def listen(args: argparse.Namespace, out: TextIO) -> int:
         print(f"sseproto listen: needs the requests package: pip install 'sseproto[client]' ({exc})",
               file=sys.stderr)
         return 2
-    from .client._policy import IDEMPOTENT
 
     method = args.method or ("GET" if args.body is None else "POST")
     # A failure the source does not raise: a refused one-shot request (a --retry-status
@@ -251,16 +250,10 @@ def listen(args: argparse.Namespace, out: TextIO) -> int:
     refused: list[Exception] = []
     opened = [0]
 
-    def one_shot() -> bool:
-        """Whether the source raises its next failure instead of trying again (then main reports it)."""
-        if args.once:
-            return True
-        return not args.reconnect and method.upper() not in IDEMPOTENT and not source.last_event_id
-
     def on_error(exc: Exception) -> None:
         if args.once:
             refused.append(exc)
-        if not args.quiet and not one_shot():
+        if not args.quiet and source.will_reconnect:  # else the failure is raised, and reported
             print(f"sseproto listen: {method} {_message(args.url)}: {_message(str(exc))}; trying again",
                   file=sys.stderr, flush=True)
 

@@ -30,7 +30,7 @@ import httpx
 
 from .. import DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_LINE_SIZE, Decoder, Event
 from ._chunked import Dechunker
-from ._errors import ContentTypeError, HTTPStatusError
+from ._errors import HTTPStatusError, response_error
 from ._policy import (
     CLOSED,
     CONNECTING,
@@ -40,6 +40,7 @@ from ._policy import (
     Body,
     Policy,
     check_body,
+    classify,
     comment_pieces,
     origin,
 )
@@ -86,25 +87,18 @@ except ImportError:  # pragma: no cover - another layout: every body is read thr
 
 async def check_response(response: httpx.Response) -> bool:
     """True if ``response`` is an event stream, False for 204 (stop); raise an EventSourceError otherwise."""
-    if response.status_code == 204:
+    verdict = classify(response.status_code, response.headers.get("Content-Type", ""))
+    if verdict == "stop":
         return False
-    if response.status_code != 200:
+    if verdict == "status":
         length = response.headers.get("Content-Length", "")
         if length.isdigit() and int(length) <= _READ_SIZE:
             try:
                 await response.aread()  # a small error body is kept for the exception
             except httpx.HTTPError:
                 pass
-        raise HTTPStatusError(
-            f"{response.status_code} {response.reason_phrase} from {response.url}: not an event stream",
-            response=response,
-        )
-    ctype = response.headers.get("Content-Type", "")
-    if ctype.split(";", 1)[0].strip().lower() != "text/event-stream":
-        raise ContentTypeError(
-            f"Content-Type {ctype or '(none)'!r} from {response.url}: expected text/event-stream",
-            response=response,
-        )
+    if verdict != "open":
+        raise response_error(verdict, response, response.reason_phrase)
     return True
 
 
@@ -417,6 +411,12 @@ class AsyncEventSource:
     def reconnection_time(self) -> float:
         """Seconds to wait before reconnecting after a stream ends: the stream's ``retry`` or the default."""
         return self._policy.reconnection_time
+
+    @property
+    def will_reconnect(self) -> bool:
+        """Whether the source comes back after the current connection ends or fails (else that
+        end is final, and a failure is raised): the method's rule, ``reconnect``, a restart."""
+        return self._policy.may_resend
 
     def next_delay(self, failures: int) -> float:
         """The wait, in seconds, before a reconnection that follows ``failures`` failed attempts in a row

@@ -33,3 +33,14 @@ class HTTPStatusError(EventSourceError):
 
 class ContentTypeError(EventSourceError):
     """The server answered 200 with a content type other than ``text/event-stream``."""
+
+
+def response_error(verdict: str, response: Any, reason: str) -> EventSourceError:
+    """The error for a response :func:`~sseproto.client._policy.classify` refused, from
+    either library's response (``reason`` is its reason phrase)."""
+    if verdict == "status":
+        return HTTPStatusError(f"{response.status_code} {reason} from {response.url}: not an event stream",
+                               response=response)
+    ctype = response.headers.get("Content-Type", "")
+    message = f"Content-Type {ctype or '(none)'!r} from {response.url}: expected text/event-stream"
+    return ContentTypeError(message, response=response)

@@ -148,13 +148,9 @@ class Policy:
             self._retry_after = retry_after(headers.get("Retry-After", ""))
             self._refused = True
             return "retry"
-        if status == 204:
-            return "stop"
-        if status != 200:
-            return "status"
-        ctype = headers.get("Content-Type", "")
-        if ctype.split(";", 1)[0].strip().lower() != "text/event-stream":
-            return "content-type"
+        verdict = classify(status, headers.get("Content-Type", ""))
+        if verdict != "open":
+            return verdict
         self._opened_at = self._clock()
         self._delivered = False
         # A restart asked for while this attempt was under way: the connection just opened
@@ -256,6 +252,19 @@ class Policy:
         low = max(base, self.min_failure_delay)
         high = max(low, min(self.max_backoff, low * 2.0 ** min(failures, 64), MAX_DELAY))
         return self._rng.uniform(low, high)
+
+
+def classify(status: int, content_type: str) -> Literal["open", "stop", "status", "content-type"]:
+    """What a response is to an event-stream client, as a browser's EventSource judges it:
+    200 with ``text/event-stream`` opens the stream, 204 stops it quietly, any other status
+    or content type is an error."""
+    if status == 204:
+        return "stop"
+    if status != 200:
+        return "status"
+    if content_type.split(";", 1)[0].strip().lower() != "text/event-stream":
+        return "content-type"
+    return "open"
 
 
 def check_body(
