@@ -509,10 +509,14 @@ class EventStream:
 
     def _stop(self, reason: str) -> NoReturn:
         """End the stream for ``reason`` (kept if the first recorded) and stop iterating."""
-        if self._why[0] is None:
-            self._why[0] = reason
+        self._end_for(reason)
         self.close()
         raise StopIteration
+
+    def _end_for(self, reason: str) -> None:
+        """Record why the stream ends, unless a reason was recorded first."""
+        if self._why[0] is None:
+            self._why[0] = reason
 
     def _take_prelude(self) -> bytes:
         """The opening (first time) and replayed events up to the chunk size and the byte
@@ -545,7 +549,7 @@ class EventStream:
         except SubscriptionEnded as exc:  # the broker cannot finish the replay exactly: the client resumes
             self._prelude = None
             self._ending = True
-            self._why[0] = self._why[0] or _ended_reason(exc)
+            self._end_for(_ended_reason(exc))
         metrics = self._metrics
         if metrics is not None:
             if self._gap and events:  # the first event of the first chunk
@@ -566,7 +570,7 @@ class EventStream:
                 event = next_event(0)
             except StopIteration:
                 self._ending = True
-                self._why[0] = self._why[0] or self._source.ended
+                self._end_for(self._source.ended)
                 break
             if event is None:
                 break
