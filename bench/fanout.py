@@ -120,6 +120,19 @@ def cpu_s(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_by_name(pid: int) -> dict[str, float]:
+    """CPU seconds of a process and its descendants, summed by process name (condure, ...)."""
+    out: dict[str, float] = {}
+    for p in family(pid):
+        try:
+            name = Path(f"/proc/{p}/comm").read_text().strip()
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
 def rss_kb(pid: int) -> int:
     """Resident memory of a process and its descendants, in KB."""
     total = 0
@@ -226,22 +239,46 @@ class Stack:
             try:
                 wait_port(self.port, self.pushpin, "pushpin")
                 wait_port(publish_port, self.pushpin, "pushpin")
-                # condure listens before the proxy and zurl are ready: ask the app through it.
+                # condure listens before the proxy, zurl and the handler are ready: wait until
+                # a stream held by Pushpin receives an event (a stream opened before the
+                # handler is connected gets "500 Accept service unavailable").
                 deadline = time.monotonic() + 30
-                while True:
-                    try:
-                        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stats", timeout=5) as r:
-                            if r.status == 200:
-                                break
-                    except OSError:
-                        pass
+                while not self._holds_and_delivers():
                     if time.monotonic() > deadline or self.pushpin.poll() is not None:
                         out = (self.root / "pushpin.out").read_text()
                         raise RuntimeError("pushpin did not come up: " + out)
-                    time.sleep(0.1)
+                    time.sleep(0.2)
             except BaseException:
                 self.stop()
                 raise
+
+    def _holds_and_delivers(self) -> bool:
+        """Whether a stream through Pushpin (on a channel of its own) gets a published event."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+                s.sendall(b"GET /sse/stream?channel=ready HTTP/1.0\r\nHost: x\r\n\r\n")
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        return False
+                    head += chunk
+                if b" 200 " not in head.split(b"\r\n", 1)[0]:
+                    return False
+                time.sleep(0.2)  # the handler subscribes as it sends the headers
+                req = urllib.request.Request(f"http://127.0.0.1:{self.app_port}/publish?channel=ready",
+                                             data=b"ready", method="POST")
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    r.read()
+                body = head
+                while b"data: ready" not in body:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        return False
+                    body += chunk
+                return True
+        except OSError:
+            return False
 
     def groups(self) -> dict[str, int]:
         """Process-group name -> top pid: "app" (gunicorn) and, for GRIP, "pushpin"."""
@@ -396,6 +433,7 @@ async def load(port: int, path: str, n: int, ramp: float, conn: Any) -> None:
             # first event: give headers a few seconds, then start publishing anyway.
             deadline = min(deadline, time.monotonic() + 5)
     conn.send(("open", state["open"], state["failed"]))
+    cpu0 = time.process_time()  # this load process's own CPU while the events flow
     # The parent sends the published sequence numbers when publishing is over; then every
     # client gets up to 60 s to catch up (or be dropped) before anything counts as lost.
     expected = await loop.run_in_executor(None, conn.recv)
@@ -407,6 +445,7 @@ async def load(port: int, path: str, n: int, ramp: float, conn: Any) -> None:
                 break
             await asyncio.sleep(0.02)
     catch_up = time.monotonic() - start
+    load_cpu = time.process_time() - cpu0
     for task in tasks:
         task.cancel()
     for proto in clients:
@@ -424,7 +463,7 @@ async def load(port: int, path: str, n: int, ramp: float, conn: Any) -> None:
         first = sorted(missed.items())[:10]
         errors.append("lost (seq: clients): " + ", ".join(f"{s}: {c}" for s, c in first))
     conn.send(("done", state["connect"], state["latency"], lost, dup, state["dropped"], errors,
-               state["open"], catch_up))
+               state["open"], catch_up, load_cpu))
 
 
 def load_process(port: int, path: str, n: int, ramp: float, conn: Any) -> None:
@@ -466,6 +505,7 @@ def run(name: str, clients: int, rate: float, duration: float, procs: int, redis
         time.sleep(1.0)
         busy = stack.rss()
         cpu_before = stack.cpu()
+        parts_before = cpu_by_name(stack.pushpin.pid) if stack.pushpin is not None else {}
         # Publish: seq and wall-clock time in the data, at a steady rate.
         sent: list[int] = []
         interval = 1.0 / rate
@@ -489,9 +529,10 @@ def run(name: str, clients: int, rate: float, duration: float, procs: int, redis
         lost = dup = dropped = 0
         errors: list[str] = []
         opened_at_end = 0
-        catch_up = 0.0
+        catch_up = load_cpu = 0.0
         for p in pipes:
-            _, c, lat, lo, du, dr, er, op, cu = p.recv()
+            _, c, lat, lo, du, dr, er, op, cu, lc = p.recv()
+            load_cpu += lc
             opened_at_end += op
             catch_up = max(catch_up, cu)
             connect += c
@@ -501,6 +542,7 @@ def run(name: str, clients: int, rate: float, duration: float, procs: int, redis
             dropped += dr
             errors += er
         cpu_after = stack.cpu()
+        parts_after = cpu_by_name(stack.pushpin.pid) if stack.pushpin is not None else {}
         for w in workers:
             w.join(10)
         n = max(opened_at_end, 1)
@@ -518,6 +560,8 @@ def run(name: str, clients: int, rate: float, duration: float, procs: int, redis
             "rss_total_kb_per_conn": sum(busy.values()) / n,
             "cpu_us_per_delivery": sum(cpu.values()) * 1e6 / delivered,
             "app_cpu_us_per_delivery": cpu["app"] * 1e6 / delivered,
+            # The load generator's own CPU (all its processes) per event it received.
+            "load_cpu_us_per_delivery": load_cpu * 1e6 / delivered,
         }
         if "pushpin" in cpu:
             res.update({
@@ -528,6 +572,9 @@ def run(name: str, clients: int, rate: float, duration: float, procs: int, redis
                 # The app's CPU while the streams opened: one hold reply per stream.
                 "app_cpu_us_per_hold": (cpu_before["app"] - cpu_idle["app"]) * 1e6 / n,
             })
+            for part, seconds in sorted(parts_after.items()):  # which of Pushpin's services spends it
+                spent = seconds - parts_before.get(part, 0.0)
+                res[f"pp_{part.replace('-', '_')}_us_per_delivery"] = spent * 1e6 / delivered
         res["errors"] = errors
         return res
     finally:
@@ -567,14 +614,14 @@ def main() -> None:
     print()
     print(f"{'server':22} {'clients':>7} {'connect s':>9} {'ev/s':>6} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'catch-up s':>10} {'lost':>6} {'dup':>5} {'KB/conn':>8} {'CPU us/ev':>9} {'app us/ev':>9} "
-          f"{'pp us/ev':>8}")
+          f"{'pp us/ev':>8} {'load us/ev':>10}")
     for r in results:
         pp = r.get("pushpin_cpu_us_per_delivery")
         pushpin = f"{pp:>8.2f}" if pp is not None else f"{'-':>8}"
         print(f"{r['server']:22} {r['clients']:>7} {r['connect_all_s']:>9.2f} {r['publish_rate']:>6.1f} "
               f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['catch_up_s']:>10.2f} {r['lost']:>6} "
               f"{r['dup']:>5} {r['rss_kb_per_conn']:>8.1f} {r['cpu_us_per_delivery']:>9.2f} "
-              f"{r['app_cpu_us_per_delivery']:>9.2f} {pushpin}")
+              f"{r['app_cpu_us_per_delivery']:>9.2f} {pushpin} {r['load_cpu_us_per_delivery']:>10.2f}")
     if len(results) > 1:
         base = next((r for r in results if not r["server"].startswith("sseproto")), results[-1])
         for r in results:

@@ -4,8 +4,9 @@ environment, so stream requests Pushpin signed get a hold reply and publish() po
 Pushpin's publish endpoint.
 
 Used by bench/fanout.py (kind ``sseproto-grip-pushpin``). POST /publish publishes the body
-to channel ``bench``; GET /stats reports the streams this process holds itself (none,
-when every request came through Pushpin).
+to channel ``bench`` (or ``?channel=``: the readiness probe uses its own); GET /stats
+reports the streams this process holds itself (none, when every request came through
+Pushpin).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ sse = SSE(app, max_connections=20000, queue_size=1000)
 
 @app.post("/publish")
 def publish() -> dict[str, str | None]:
-    event = sse.publish(request.get_data(as_text=True), channel="bench")
+    event = sse.publish(request.get_data(as_text=True), channel=request.args.get("channel", "bench"))
     return {"id": event.id}
 
 
