@@ -133,6 +133,20 @@ def cpu_by_name(pid: int) -> dict[str, float]:
     return out
 
 
+def rss_by_name(pid: int) -> dict[str, int]:
+    """Resident memory (KB) of a process and its descendants, summed by process name."""
+    out: dict[str, int] = {}
+    for p in family(pid):
+        try:
+            name = Path(f"/proc/{p}/comm").read_text().strip()
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    out[name] = out.get(name, 0) + int(line.split()[1])
+        except OSError:
+            pass
+    return out
+
+
 def rss_kb(pid: int) -> int:
     """Resident memory of a process and its descendants, in KB."""
     total = 0
@@ -432,7 +446,8 @@ async def load(port: int, path: str, n: int, ramp: float, conn: Any) -> None:
             # Every request is out. Some servers (Flask-SSE) send no headers before the
             # first event: give headers a few seconds, then start publishing anyway.
             deadline = min(deadline, time.monotonic() + 5)
-    conn.send(("open", state["open"], state["failed"]))
+    # Failed: refused, or no response headers in time (counted here, not left out).
+    conn.send(("open", state["open"], n - state["open"]))
     cpu0 = time.process_time()  # this load process's own CPU while the events flow
     # The parent sends the published sequence numbers when publishing is over; then every
     # client gets up to 60 s to catch up (or be dropped) before anything counts as lost.
@@ -486,6 +501,7 @@ def run(name: str, clients: int, rate: float, duration: float, procs: int, redis
     try:
         time.sleep(0.5)
         idle = stack.rss()
+        idle_parts = rss_by_name(stack.pushpin.pid) if stack.pushpin is not None else {}
         cpu_idle = stack.cpu()
         pipes, workers = [], []
         t0 = time.monotonic()
@@ -504,6 +520,7 @@ def run(name: str, clients: int, rate: float, duration: float, procs: int, redis
         connect_all = time.monotonic() - t0
         time.sleep(1.0)
         busy = stack.rss()
+        busy_parts = rss_by_name(stack.pushpin.pid) if stack.pushpin is not None else {}
         cpu_before = stack.cpu()
         parts_before = cpu_by_name(stack.pushpin.pid) if stack.pushpin is not None else {}
         # Publish: seq and wall-clock time in the data, at a steady rate.
@@ -572,6 +589,8 @@ def run(name: str, clients: int, rate: float, duration: float, procs: int, redis
                 # The app's CPU while the streams opened: one hold reply per stream.
                 "app_cpu_us_per_hold": (cpu_before["app"] - cpu_idle["app"]) * 1e6 / n,
             })
+            for part, kb in sorted(busy_parts.items()):  # and which holds the memory
+                res[f"pp_{part.replace('-', '_')}_rss_kb_per_conn"] = (kb - idle_parts.get(part, 0)) / n
             for part, seconds in sorted(parts_after.items()):  # which of Pushpin's services spends it
                 spent = seconds - parts_before.get(part, 0.0)
                 res[f"pp_{part.replace('-', '_')}_us_per_delivery"] = spent * 1e6 / delivered
