@@ -378,8 +378,12 @@ class StreamClient(asyncio.BufferedProtocol):
             if b"\r\n\r\n" not in self.head:
                 return
             head, _, data = self.head.partition(b"\r\n\r\n")
-            if b" 200 " not in head.split(b"\r\n", 1)[0]:
+            status = head.split(b"\r\n", 1)[0]
+            if b" 200 " not in status:
                 self.state["failed"] += 1
+                refused = self.state["refused"]
+                reason = (status + b": " + data[:60]).decode("latin-1")
+                refused[reason] = refused.get(reason, 0) + 1
                 self.stopping = True
                 assert self.transport is not None
                 self.transport.close()
@@ -416,7 +420,7 @@ class StreamClient(asyncio.BufferedProtocol):
 async def load(port: int, path: str, n: int, ramp: float, conn: Any) -> None:
     state: dict[str, Any] = {
         "connect": [], "latency": [], "open": 0, "sent": 0, "failed": 0, "dropped": 0, "errors": [],
-        "seen": [],
+        "seen": [], "refused": {},
     }
     loop = asyncio.get_running_loop()
     clients: list[StreamClient] = []
@@ -474,6 +478,7 @@ async def load(port: int, path: str, n: int, ramp: float, conn: Any) -> None:
                 missed[s] = missed.get(s, 0) + 1
         dup += sum(c - 1 for c in seen.values() if c > 1)
     errors = state["errors"][:5]
+    errors += [f"{count} x {reason!r}" for reason, count in state["refused"].items()]
     if missed:
         first = sorted(missed.items())[:10]
         errors.append("lost (seq: clients): " + ", ".join(f"{s}: {c}" for s, c in first))
