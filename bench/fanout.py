@@ -210,6 +210,18 @@ def pushpin_config(root: Path, http_port: int, publish_port: int, app_port: int,
     return root / "pushpin.conf"
 
 
+def pushpin_log_summary(logdir: Path, limit: int = 8) -> list[str]:
+    """Pushpin's logged warnings and errors, by kind (timestamps and ids dropped), most frequent first."""
+    counts: dict[str, int] = {}
+    for log in sorted(logdir.glob("*.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            if line.startswith(("[WARN", "[ERR")):
+                kind = re.sub(r"\d{4}-\d\d-\d\d [\d:.]+ |[0-9a-f-]{36}|\b\d+\b", "#", line)[:160]
+                key = f"{log.stem}: {kind}"
+                counts[key] = counts.get(key, 0) + 1
+    return [f"{n} x {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1])[:limit]]
+
+
 def wait_port(port: int, proc: subprocess.Popen[bytes], name: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -233,6 +245,7 @@ class Stack:
         self.app_port = free_port()
         self.port = self.app_port
         self.pushpin: subprocess.Popen[bytes] | None = None
+        self.log_summary: list[str] = []
         self.root: Path | None = None
         env: dict[str, str] = {}
         if name in GRIP:
@@ -318,6 +331,7 @@ class Stack:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
         if self.root is not None:
+            self.log_summary = pushpin_log_summary(self.root / "log")
             shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -410,6 +424,8 @@ class StreamClient(asyncio.BufferedProtocol):
         self.closed = True
         if not self.stopping:
             self.state["dropped" if self.in_body else "failed"] += 1
+            if self.in_body:
+                self.state["errors"].append(f"dropped after {len(self.seen)} events: {exc!r}")
 
     def stop(self) -> None:
         self.stopping = True
@@ -603,6 +619,8 @@ def run(name: str, clients: int, rate: float, duration: float, procs: int, redis
         return res
     finally:
         stack.stop()
+        if stack.log_summary:
+            print("   pushpin logged:", *stack.log_summary, sep="\n     ")
 
 
 def main() -> None:
