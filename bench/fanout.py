@@ -38,7 +38,6 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
-import re
 import resource
 import shutil
 import signal
@@ -54,6 +53,9 @@ from typing import Any
 from sseproto import Decoder
 
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent / "tests"))
+import pushpin  # noqa: E402  (tests/pushpin.py: the private Pushpin's config, shared with the tests)
+
 PY = sys.executable
 
 # name -> (gunicorn worker args, app module:object, stream path, publish path, needs Redis)
@@ -81,7 +83,6 @@ SERVERS: dict[str, tuple[list[str], str, str, str, bool]] = {
 }
 GRIP = {"sseproto-grip-pushpin"}
 GRIP_KEY = "bench-grip-key"
-PUSHPIN_CONF = Path("/etc/pushpin/pushpin.conf")
 
 
 def free_port() -> int:
@@ -177,51 +178,6 @@ def raise_nofile(need: int) -> str:
     return f"open files: {soft}/{hard} -> {new}/{hard}{short}"
 
 
-def pushpin_config(root: Path, http_port: int, publish_port: int, app_port: int, maxconn: int,
-                   buffer_size: int) -> Path:
-    """A private pushpin.conf (from the packaged one) and routes under ``root``: ports, sockets
-    and logs of its own, zurl among the services, connection and rate limits above the bench's."""
-    text = PUSHPIN_CONF.read_text()
-    (root / "run").mkdir()
-    (root / "log").mkdir()
-    settings = {"rundir": str(root / "run"), "ipc_prefix": "pp-", "logdir": str(root / "log"),
-                "http_port": str(http_port), "push_in_http_addr": "127.0.0.1",
-                "push_in_http_port": str(publish_port), "sig_key": GRIP_KEY, "sig_iss": "pushpin",
-                "push_in_spec": "ipc://{rundir}/{ipc_prefix}push-in",
-                "push_in_sub_specs": "ipc://{rundir}/{ipc_prefix}push-in-sub",
-                "command_spec": "ipc://{rundir}/{ipc_prefix}command",
-                "stats_spec": "ipc://{rundir}/{ipc_prefix}stats", "updates_check": "off",
-                # Limits: the packaged 50,000 connections and 2,500 messages/s (25,000 queued)
-                # would throttle 5,000 streams x 20 ev/s; the buffer size is per connection (x2).
-                "client_maxconn": str(maxconn), "client_buffer_size": str(buffer_size),
-                "message_rate": "1000000", "message_hwm": "1000000", "log_level": "1"}
-    for key, value in settings.items():
-        text, count = re.subn(rf"(?m)^{key}=.*$", lambda _m, v=value, k=key: f"{k}={v}", text)
-        if count < 1:
-            raise RuntimeError(f"{PUSHPIN_CONF} has no {key}=")
-    # Pushpin's proxy makes its requests to the app through zurl, on sockets in rundir.
-    text = re.sub(r"(?m)^services=.*$", "services=condure,zurl,pushpin-proxy,pushpin-handler", text)
-    text = text.replace("[proxy]\n", "[proxy]\n"
-                        "zurl_out_specs=ipc://{rundir}/{ipc_prefix}zurl-in\n"
-                        "zurl_out_stream_specs=ipc://{rundir}/{ipc_prefix}zurl-in-stream\n"
-                        "zurl_in_specs=ipc://{rundir}/{ipc_prefix}zurl-out\n", 1)
-    (root / "routes").write_text(f"* 127.0.0.1:{app_port}\n")
-    (root / "pushpin.conf").write_text(text)
-    return root / "pushpin.conf"
-
-
-def pushpin_log_summary(logdir: Path, limit: int = 8) -> list[str]:
-    """Pushpin's logged warnings and errors, by kind (timestamps and ids dropped), most frequent first."""
-    counts: dict[str, int] = {}
-    for log in sorted(logdir.glob("*.log")):
-        for line in log.read_text(errors="replace").splitlines():
-            if line.startswith(("[WARN", "[ERR")):
-                kind = re.sub(r"\d{4}-\d\d-\d\d [\d:.]+ |[0-9a-f-]{36}|\b\d+\b", "#", line)[:160]
-                key = f"{log.stem}: {kind}"
-                counts[key] = counts.get(key, 0) + 1
-    return [f"{n} x {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1])[:limit]]
-
-
 def wait_port(port: int, proc: subprocess.Popen[bytes], name: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -250,15 +206,19 @@ class Stack:
         env: dict[str, str] = {}
         if name in GRIP:
             binary = shutil.which("pushpin")
-            if binary is None or not PUSHPIN_CONF.exists():
+            if binary is None or not pushpin.PUSHPIN_CONF.exists():
                 raise RuntimeError("pushpin is not installed (apt-get install pushpin)")
             self.port, publish_port = free_port(), free_port()
             env.update(SSE_GRIP_URL=f"http://127.0.0.1:{publish_port}", SSE_GRIP_KEY=GRIP_KEY)
         self.app = start_server(name, self.app_port, redis_url, env)
         if name in GRIP:
             self.root = Path(tempfile.mkdtemp(prefix="pp"))  # short: ipc socket paths are limited
-            config = pushpin_config(self.root, self.port, publish_port, self.app_port, clients + 1000,
-                                    buffer_size)
+            # Limits: the packaged 50,000 connections and 2,500 messages/s (25,000 queued)
+            # would throttle 5,000 streams x 20 ev/s; the buffer size is per connection (x2).
+            config = pushpin.pushpin_config(
+                self.root, self.port, publish_port, self.app_port, GRIP_KEY,
+                client_maxconn=str(clients + 1000), client_buffer_size=str(buffer_size),
+                message_rate="1000000", message_hwm="1000000", log_level="1")
             log = (self.root / "pushpin.out").open("wb")
             self.pushpin = subprocess.Popen([str(binary), f"--config={config}"], cwd=self.root, stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True)
@@ -270,7 +230,7 @@ class Stack:
                 # a stream held by Pushpin receives an event (a stream opened before the
                 # handler is connected gets "500 Accept service unavailable").
                 deadline = time.monotonic() + 30
-                while not self._holds_and_delivers():
+                while not pushpin.holds_and_delivers(self.port, self._publish_ready):
                     if time.monotonic() > deadline or self.pushpin.poll() is not None:
                         out = (self.root / "pushpin.out").read_text()
                         raise RuntimeError("pushpin did not come up: " + out)
@@ -279,33 +239,11 @@ class Stack:
                 self.stop()
                 raise
 
-    def _holds_and_delivers(self) -> bool:
-        """Whether a stream through Pushpin (on a channel of its own) gets a published event."""
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-                s.sendall(b"GET /sse/stream?channel=ready HTTP/1.0\r\nHost: x\r\n\r\n")
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        return False
-                    head += chunk
-                if b" 200 " not in head.split(b"\r\n", 1)[0]:
-                    return False
-                time.sleep(0.2)  # the handler subscribes as it sends the headers
-                req = urllib.request.Request(f"http://127.0.0.1:{self.app_port}/publish?channel=ready",
-                                             data=b"ready", method="POST")
-                with urllib.request.urlopen(req, timeout=5) as r:
-                    r.read()
-                body = head
-                while b"data: ready" not in body:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        return False
-                    body += chunk
-                return True
-        except OSError:
-            return False
+    def _publish_ready(self) -> None:
+        req = urllib.request.Request(f"http://127.0.0.1:{self.app_port}/publish?channel=ready", data=b"ready",
+                                     method="POST")
+        with urllib.request.urlopen(req, timeout=5) as r:
+            r.read()
 
     def groups(self) -> dict[str, int]:
         """Process-group name -> top pid: "app" (gunicorn) and, for GRIP, "pushpin"."""
@@ -331,7 +269,7 @@ class Stack:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
         if self.root is not None:
-            self.log_summary = pushpin_log_summary(self.root / "log")
+            self.log_summary = pushpin.log_summary(self.root / "log")
             shutil.rmtree(self.root, ignore_errors=True)
 
 
