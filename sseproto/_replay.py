@@ -132,7 +132,7 @@ class ReplayBuffer:
 
     @property
     def last_id(self) -> str | None:
-        """The id of the newest stored event, or None when empty."""
+        """The id of the newest event stored (retained, or else the newest evicted), or None."""
         with self._lock:
             if self._items:
                 return self._items[-1].event.id

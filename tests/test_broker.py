@@ -582,3 +582,44 @@ def test_events_larger_than_max_event_size_are_refused_with_the_setting_named() 
         MemoryBroker(retained_channels=0)
     with pytest.raises(ValueError):
         MemoryBroker().subscribe(["a"], "x", max_replay=-1)
+
+
+# The id published just before (GRIP's prev-id), retained or not.
+
+
+def test_last_id_is_the_newest_published_id_of_either_kind(make: Callable[..., Broker]) -> None:
+    """What a GRIP proxy compares ``prev-id`` with: the id published last on the channel,
+    the broker's or the publisher's, and with each publish the one just before it."""
+    broker: Any = make()  # last_id is optional in the Broker protocol
+    assert broker.last_id("a") is None  # never published
+    first, before_first = broker._publish_with_prev("a", Event("1"))
+    assert before_first is None and broker.last_id("a") == first.id
+    mine, before_mine = broker._publish_with_prev("a", Event("2", id="mine"))
+    assert (before_mine, mine.id, broker.last_id("a")) == (first.id, "mine", "mine")
+    broker.publish("b", Event("other channel"))
+    after, before_after = broker._publish_with_prev("a", Event("3"))
+    assert (before_after, broker.last_id("a")) == ("mine", after.id)
+    again, before_again = broker._publish_with_prev("a", Event("4", id="mine"))  # a repeated id
+    assert (before_again, again.id, broker.last_id("a")) == (after.id, "mine", "mine")
+    assert broker.last_id("never") is None
+
+
+@pytest.mark.parametrize("how", ["age", "bytes", "forgotten"])
+@pytest.mark.parametrize("own_id", [False, True], ids=["broker-id", "chosen-id"])
+def test_last_id_outlives_the_event_in_the_replay_buffer(how: str, own_id: bool) -> None:
+    """Regression: GRIP's prev-id was the newest event still *retained*: once it aged out
+    (or was evicted by size, or its channel forgotten) a publish went without prev-id and
+    a hold without a position, so Pushpin never recovered what such a stream missed."""
+    options = {"age": {"replay_max_age": 0.05}, "bytes": {"replay_max_bytes": 100},
+               "forgotten": {"retained_channels": 1}}[how]
+    broker = MemoryBroker(**options)  # type: ignore[arg-type]
+    gone = broker.publish("a", Event("x" * (200 if how == "bytes" else 1), id="row-1" if own_id else None))
+    if how == "age":
+        time.sleep(0.1)
+    elif how == "forgotten":
+        broker.publish("b", Event("pushes a out"))
+    with broker.subscribe(["a"], "unknown") as sub:
+        assert list(sub.replay) == []  # no longer retained...
+    assert broker.last_id("a") == gone.id  # ...yet still the last published there
+    nxt, prev = broker._publish_with_prev("a", Event("next"))
+    assert prev == gone.id and broker.last_id("a") == nxt.id

@@ -394,6 +394,63 @@ def test_a_channel_whose_counts_were_lost_starts_again_and_knows_its_newest_id(
         assert sub.gap == ("a",) and list(sub.replay) == [new]
 
 
+@pytest.mark.parametrize("own_id", [False, True], ids=["broker-id", "chosen-id"])
+def test_last_id_names_the_newest_event_once_it_is_trimmed_or_its_counts_lost(
+    make: Callable[..., RedisBroker], store_url: str, prefix: str, own_id: bool
+) -> None:
+    """GRIP's prev-id: the newest event's id, whether the channel stream still holds it or
+    not. The broker itself never trims a channel's newest entry (it trims as it adds one),
+    so it goes here by hand, as an operator's XTRIM or a lost count stream would."""
+    broker = make(replay_size=10)
+    events = [broker.publish("a", Event(str(i), id=f"u{i}" if own_id else None)) for i in range(150)]
+    admin = redis.Redis.from_url(store_url, decode_responses=True)
+    try:
+        admin.xtrim("{" + prefix + "}channel:a", maxlen=0)
+        assert broker.last_id("a") == events[-1].id  # kept in the count stream (and its chosen id)
+        trimmed, prev = broker._publish_with_prev("a", Event("after the trim"))
+        assert prev == events[-1].id and broker.last_id("a") == trimmed.id
+        mine = broker.publish("a", Event("x", id="mine") if own_id else Event("x"))
+        admin.delete("{" + prefix + "}count:a")  # the counts lost: the stream's last entry tells
+        assert broker.last_id("a") == mine.id
+        admin.xtrim("{" + prefix + "}channel:a", maxlen=0)
+        # Then only its stream id is left: Pushpin, given it as prev-id, recovers once (safe).
+        stream_id = admin.xinfo_stream("{" + prefix + "}channel:a")["last-generated-id"]
+        assert broker.last_id("a") == stream_id
+        assert own_id or stream_id == mine.id
+        restarted, prev = broker._publish_with_prev("a", Event("again"))
+        assert prev == stream_id and broker.last_id("a") == restarted.id
+    finally:
+        admin.close()
+    assert broker.last_id("never") is None
+
+
+def test_publishers_on_one_channel_get_prev_ids_that_chain(make: Callable[..., RedisBroker]) -> None:
+    """Two brokers (as two processes) publishing on one channel at once: each event's
+    previous id, read in the publish script, is exactly the event before it, so GRIP's
+    prev-ids never skip one (two publishes answered with the same prev-id would let
+    Pushpin deliver the later one on top of a missed earlier one)."""
+    brokers = [make(), make()]
+    published: list[tuple[Event, str | None]] = []
+    lock = threading.Lock()
+
+    def run(broker: RedisBroker, n: int) -> None:
+        for i in range(150):
+            pair = broker._publish_with_prev("a", Event(str(i), id=f"p{n}-{i}" if i % 3 == 0 else None))
+            with lock:
+                published.append(pair)
+
+    threads = [threading.Thread(target=run, args=(broker, n)) for n, broker in enumerate(brokers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    with brokers[0].subscribe(["a"], "unknown", max_replay=None) as sub:
+        order = [event.id for event in sub.replay]  # the channel's order, as stored
+    assert sorted(order) == sorted(event.id for event, _ in published) and len(order) == 300
+    prev_of = {event.id: prev for event, prev in published}
+    assert [prev_of[id] for id in order] == [None, *order[:-1]]
+
+
 def test_only_ids_of_the_requested_channels_are_known(make: Callable[..., RedisBroker]) -> None:
     """Regression: any stream id between the clock's first and last counted as known, so a
     client allowed only ``public`` bisected for the newest ``secret`` id in ~20

@@ -22,6 +22,12 @@ networked one fit behind it alike:
   closed, fell too far behind, or (a networked broker) could not reach its server to
   replay; ``subscription.close()`` unsubscribes (idempotent).
 
+Optional, for :mod:`sseproto.grip`: ``broker.last_id(channel) -> str | None``, the id of
+the newest event published on ``channel`` whether or not it is still retained (None:
+none), which is what a GRIP proxy checks each message's ``prev-id`` against. Both brokers
+here have it (and read it in the same step as each publish); for a broker without it,
+GRIP falls back to the newest event a replay still holds.
+
 An id is known only on the requested channels that stored it: an id of another channel
 is a gap, so ids and gap answers reveal nothing about channels a client may not read.
 Brokers refuse events larger than their ``max_event_size`` (ValueError).

@@ -88,12 +88,26 @@ class MemoryBroker(Fanout):
 
         ValueError when the event is larger than ``max_event_size``.
         """
+        return self._publish_with_prev(channel, event)[0]
+
+    def last_id(self, channel: str) -> str | None:
+        """The id of the newest event published on ``channel``, retained or not; None when
+        the channel was never published to (or was forgotten too long ago to remember).
+
+        What a GRIP proxy checks a message's ``prev-id`` against (see :mod:`sseproto.grip`).
+        """
+        with self._lock:
+            return self._last_id(channel)
+
+    def _publish_with_prev(self, channel: str, event: Event) -> tuple[Event, str | None]:
+        """:meth:`publish`, and the channel's :meth:`last_id` just before, read in the same step."""
         if not isinstance(channel, str) or not channel:
             raise ValueError(f"channel must be a non-empty str, got {channel!r}")
         check_event_size(event, self.max_event_size)
         with self._lock:
             if self._closed:
                 raise RuntimeError("the broker is closed")
+            prev_id = self._last_id(channel)
             buffer = self._buffers.get(channel)
             if buffer is None:
                 buffer = self._new_buffer(channel)
@@ -108,7 +122,7 @@ class MemoryBroker(Fanout):
                 self._sweep()
         for counter in self._publish_counters:
             counter.inc()
-        return event
+        return event, prev_id
 
     def subscribe(
         self, channels: Sequence[str], last_event_id: str | None = None, *, max_replay: int | None = None
@@ -136,6 +150,15 @@ class MemoryBroker(Fanout):
         with self._lock:
             self._closed = True
         self.disconnect_all()
+
+    def _last_id(self, channel: str) -> str | None:
+        """:meth:`last_id`, under the lock: the buffer's newest id (retained or evicted), else
+        the one remembered when the channel was forgotten."""
+        buffer = self._buffers.get(channel)
+        if buffer is not None:
+            return buffer.last_id or None  # "": a new buffer's placeholder, before its first event
+        dropped = self._forgotten.get(channel)
+        return None if dropped is None else dropped[1]
 
     def _new_buffer(self, channel: str) -> ReplayBuffer:
         """A buffer for ``channel`` (under the lock), forgetting the stalest channel past the bound."""

@@ -30,8 +30,9 @@ stream of several channels, and no two channels ever share an id. Each channel e
 also records its number on the channel (field ``k``: 1, 2, 3, ...), in the entry and in
 the count stream, which keeps one entry more than the channel: the newest trimmed one.
 So an id is known on a channel when its count stream has it, the events after an id are
-counted with two lookups, and a replay read page by page sees when Redis trimmed
-entries it had not read yet (the next ``k`` is not the one expected).
+counted with two lookups, a replay read page by page sees when Redis trimmed entries it
+had not read yet (the next ``k`` is not the one expected), and the id published last on a
+channel, retained or not (``last_id``, GRIP's prev-id), is its count stream's newest entry.
 """
 
 from __future__ import annotations
@@ -68,6 +69,40 @@ _UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OSError)
 _ID = re.compile(r"(\d{1,20})-(\d{1,20})")
 _MAX = 2**64
 
+# A Lua function: the event id of a channel's newest entry, retained or the newest trimmed,
+# from ``top`` (its count stream's newest entry): the id its publisher chose (the index of
+# chosen ids holds it at that entry's count) or else its stream id; false when the channel
+# has none. Where the counts were lost, the stream's last added id, named as its publisher
+# chose while the entry is still retained.
+_NEWEST_ID = """
+local function newest_id(top, idk, stream)
+  if top then
+    return redis.call('ZRANGEBYSCORE', idk, top[2][2], top[2][2], 'LIMIT', 0, 1)[1] or top[1]
+  end
+  if redis.call('EXISTS', stream) == 0 then return false end
+  local info = redis.call('XINFO', 'STREAM', stream)
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' and info[i + 1] ~= '0-0' then
+      local id = info[i + 1]
+      local entry = redis.call('XRANGE', stream, id, id)[1]
+      if entry then
+        for j = 1, #entry[2], 2 do
+          if entry[2][j] == 'i' then return entry[2][j + 1] end
+        end
+      end
+      return id
+    end
+  end
+  return false
+end
+"""
+
+# The id of the newest event published on a channel (see _NEWEST_ID).
+# KEYS: the channel's count stream, its id counts, its stream.
+_LAST = _NEWEST_ID + """
+return newest_id(redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1], KEYS[2], KEYS[3])
+"""
+
 # Allocates the next id from Redis TIME and the clock, appends the event to its channel
 # stream and to the feed, trims both, and keeps the channel's index of publisher-chosen
 # ids to the entries still retained (and the newest trimmed one). One script, so ids and
@@ -75,7 +110,8 @@ _MAX = 2**64
 # KEYS: clock, channel stream, feed, the channel's id hash, the channel's id counts, the
 # channel's count stream. ARGV: channel, replay maxlen, max age in ms (0: none), feed maxlen, '1' when the
 # publisher chose the id (else '0'), that id, then the event's field/value pairs.
-_PUBLISH = """
+# Returns the stream id and the event id of the channel's entry before it (nil: none).
+_PUBLISH = _NEWEST_ID + """
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local seq = 0
@@ -99,6 +135,7 @@ redis.call('HSET', KEYS[1], 'ms', string.format('%.0f', ms), 'seq', string.forma
 -- small entries, so no event is read.
 local k = 1
 local top = redis.call('XREVRANGE', KEYS[6], '+', '-', 'COUNT', 1)[1]
+local prev = newest_id(top, KEYS[5], KEYS[2])
 if top then
   k = tonumber(top[2][2]) + 1
 elseif redis.call('EXISTS', KEYS[2]) == 1 then
@@ -137,7 +174,7 @@ while true do
 end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], id, 'c', ARGV[1], 'n', string.format('%.0f', n),
            unpack(fields))
-return id
+return {id, prev}
 """
 
 # What a resuming stream missed, planned at one instant; no event is read here.
@@ -485,6 +522,7 @@ class RedisBroker(Fanout):
         self._listen_client = redis.Redis(connection_pool=self._listen_pool)
         self._publish_script = self._client.register_script(_PUBLISH)
         self._resume_script = self._client.register_script(_RESUME)
+        self._last_script = self._client.register_script(_LAST)
         self._pid = os.getpid()
         super().__init__()
         self._start_lock = threading.Lock()
@@ -510,6 +548,30 @@ class RedisBroker(Fanout):
         one. Raises :class:`BrokerUnavailable` when Redis cannot be reached; after a
         timeout (not a refused connection) the event may still have been stored.
         """
+        return self._publish_with_prev(channel, event)[0]
+
+    def last_id(self, channel: str) -> str | None:
+        """The id of the newest event published on ``channel`` (by any process), retained
+        or trimmed; None when the channel has none. :class:`BrokerUnavailable` when Redis
+        cannot be reached.
+
+        What a GRIP proxy checks a message's ``prev-id`` against (see :mod:`sseproto.grip`).
+        """
+        if not isinstance(channel, str) or not channel:
+            raise ValueError(f"channel must be a non-empty str, got {channel!r}")
+        try:
+            value = self._last_script(
+                keys=[self._count_key(channel), self._idk_key(channel), self._channel_key(channel)]
+            )
+        except _UNREACHABLE as exc:
+            raise BrokerUnavailable(f"cannot read the last id of {channel!r}: Redis at "
+                                    f"{_redacted(self.url)} is unreachable ({exc})") from exc
+        return None if value is None else str(value)
+
+    def _publish_with_prev(self, channel: str, event: Event) -> tuple[Event, str | None]:
+        """:meth:`publish`, and the id of the channel's event before it (published by any
+        process), from the same script: two processes publishing on one channel get
+        answers that chain."""
         if not isinstance(channel, str) or not channel:
             raise ValueError(f"channel must be a non-empty str, got {channel!r}")
         if event.id is not None and _key(event.id) is not None:
@@ -529,18 +591,19 @@ class RedisBroker(Fanout):
         age = 0 if self.replay_max_age is None else max(1, round(self.replay_max_age * 1000))
         chosen = ["0", ""] if event.id is None else ["1", event.id]
         try:
-            stream_id = self._publish_script(
+            stream_id, prev_id = cast(list[Any], self._publish_script(
                 keys=[self._clock_key, self._channel_key(channel), self._feed_key,
                       self._ids_key(channel), self._idk_key(channel), self._count_key(channel)],
                 args=[channel, self.replay_size, age, self.feed_size, *chosen, *fields],
-            )
+            ))
         except _UNREACHABLE as exc:
             raise BrokerUnavailable(
                 f"cannot publish to {channel!r}: Redis at {_redacted(self.url)} is unreachable ({exc})"
             ) from exc
         for counter in self._publish_counters:
             counter.inc()
-        return Event(event.data, event.event, str(stream_id) if event.id is None else event.id, event.retry)
+        stored = Event(event.data, event.event, str(stream_id) if event.id is None else event.id, event.retry)
+        return stored, None if prev_id is None else str(prev_id)
 
     def subscribe(
         self, channels: Sequence[str], last_event_id: str | None = None, *, max_replay: int | None = None
