@@ -5,10 +5,12 @@ A stream request that the proxy signed (``Grip-Sig``: a JWT, HS256 with the shar
 instruction and the replay; the proxy keeps the connection, sends the heartbeats, and
 the worker is free. :meth:`Grip.publish` stores an event in the broker as usual (ids,
 replay, gap) and posts it to the proxy's publish endpoint with ``id`` and ``prev-id``
-(the previous event of that channel), so the proxy notices a missed message and
-recovers it through the app (``Grip-Link`` ``rel=next``; the recovery request names
-where each channel stands in ``Grip-Last``). Requests without a valid signature get the
-normal stream, so the endpoint also works without the proxy.
+(the id of the event published on that channel just before, retained or not; the
+reserved ``sseproto.nothing-yet`` before the first), so the proxy notices a missed
+message and recovers it through the app (``Grip-Link``
+``rel=next``; the recovery request names where each channel stands in ``Grip-Last``).
+Requests without a valid signature get the normal stream, so the endpoint also works
+without the proxy.
 
 Standard library only: the pieces of GRIP used here are a few headers, one JWT check
 and one JSON POST.
@@ -28,10 +30,10 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ._event import Event
-from .brokers import Broker, Subscription
+from .brokers import Broker, BrokerUnavailable, Subscription
 
 if TYPE_CHECKING:
     from .wsgi import EventStreamApp, Reply, WSGIEnvironment
@@ -41,8 +43,12 @@ __all__ = ["Grip", "parse_grip_last", "verify_grip_sig"]
 log = logging.getLogger("sseproto.grip")
 
 # An id no broker has stored: subscribing after it is a gap, whose replay (capped at one
-# event) is the newest event retained on the channel.
+# event) is the newest event retained on the channel (for brokers without ``last_id``).
 _PROBE = "sseproto.grip.newest"
+# The prev-id of a channel nothing was published on yet, in holds and in its first publish:
+# a hold without a prev-id has Pushpin check nothing on that stream (a message it missed
+# there is never recovered) and ask for the hold's link without Grip-Last. Reserved.
+_NOTHING_YET = "sseproto.nothing-yet"
 # Ids that can stand unquoted as a header parameter (prev-id=...).
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 
@@ -113,18 +119,20 @@ class Grip:
         return isinstance(token, str) and verify_grip_sig(token, self._key)
 
     def publish(self, broker: Broker, channel: str, event: Event) -> Event:
-        """Store ``event`` in ``broker``, then send it to the proxy with its id and the id of
-        the channel's previous event. A proxy that cannot be reached is logged, not raised:
-        the event is stored, and streams recover it at the next publish (prev-id)."""
+        """Store ``event`` in ``broker``, then send it to the proxy with its id and, as
+        ``prev-id``, the id of the event published on the channel just before it (retained
+        or not; ``sseproto.nothing-yet`` for a channel's first event, an id reserved for that).
+        A proxy that cannot be reached is logged, not raised: the event is stored, and
+        streams recover it at the next publish (prev-id)."""
+        if event.id == _NOTHING_YET:
+            raise ValueError(f"the id {_NOTHING_YET!r} is reserved: it stands for no event in GRIP's prev-id")
         with self._lock:
-            prev_id = _newest(broker, channel)
-            stored = broker.publish(channel, event)
+            stored, prev_id = _publish(broker, channel, event)
             item: dict[str, Any] = {"channel": channel,
                                     "formats": {"http-stream": {"content": stored.encode().decode("utf-8")}}}
             if stored.id is not None:
                 item["id"] = stored.id
-                if prev_id is not None:
-                    item["prev-id"] = prev_id
+                item["prev-id"] = _NOTHING_YET if prev_id is None else prev_id
             try:
                 self._post({"items": [item]})
             except OSError as exc:
@@ -142,24 +150,33 @@ class Grip:
         environ: WSGIEnvironment,
     ) -> Reply:
         """The answer to a signed stream request: hold instructions, the opening ``retry:``
-        and what the client missed (after the gap event, if any), all at once."""
+        and what the client missed (after the gap event, if any), all at once.
+
+        Each channel's ``prev-id`` is its :meth:`~sseproto.brokers.MemoryBroker.last_id`,
+        read before the replay: the id the next :meth:`publish` names as ``prev-id``.
+        """
         from .wsgi import Reply, replay_prelude, stream_headers
 
         options = endpoint.options
         grip_last = environ.get("HTTP_GRIP_LAST")
         recovering = isinstance(grip_last, str) and bool(grip_last)
+        retry = None if options.retry is None else (
+            options.retry + (random.randint(0, options.retry_jitter) if options.retry_jitter else 0))
         with self._lock:
-            newest = {channel: _newest(endpoint.broker, channel) for channel in channels}
+            try:
+                newest = {channel: _last_id(endpoint.broker, channel) for channel in channels}
+            except BrokerUnavailable:
+                # No position to hold at: the client comes back with its Last-Event-ID later.
+                return endpoint._come_back(environ, "unavailable", 3000 if retry is None else retry)
             if recovering:
                 # Pushpin's recovery: each channel resumes from its own last id.
                 last = parse_grip_last(str(grip_last))
-                parts = [_missed(endpoint, [channel], last.get(channel, last_event_id))
+                parts = [_recovered(endpoint, channel, last.get(channel, last_event_id), newest[channel])
                          for channel in channels]
             else:
                 parts = [_missed(endpoint, channels, last_event_id)]
         body: list[bytes] = []
-        if not recovering and options.retry is not None:
-            retry = options.retry + (random.randint(0, options.retry_jitter) if options.retry_jitter else 0)
+        if not recovering and retry is not None:
             body.append(b"retry: %d\n\n" % retry)
         for subscription_last_id, subscription in parts:
             try:
@@ -182,6 +199,38 @@ def _missed(
     return last_event_id, subscription
 
 
+def _publish(broker: Broker, channel: str, event: Event) -> tuple[Event, str | None]:
+    """Publish ``event``; the stored event and the channel's last id before it (in one step
+    with sseproto's brokers, so publishers in several processes get ids that chain)."""
+    with_prev = getattr(broker, "_publish_with_prev", None)
+    if callable(with_prev):
+        return cast("tuple[Event, str | None]", with_prev(channel, event))
+    prev_id = _last_id(broker, channel)
+    return broker.publish(channel, event), prev_id
+
+
+def _last_id(broker: Broker, channel: str) -> str | None:
+    """The id of the newest event published on ``channel``: the broker's ``last_id`` if it
+    has one, else the newest event it still retains (None: none)."""
+    last_id = getattr(broker, "last_id", None)
+    if callable(last_id):
+        return cast("str | None", last_id(channel))
+    return _newest(broker, channel)
+
+
+def _recovered(
+    endpoint: EventStreamApp, channel: str, last_id: str | None, newest: str | None
+) -> tuple[str | None, Subscription]:
+    """What a recovery misses on ``channel`` after ``last_id``. After "nothing yet": nothing
+    while the channel is still empty, else all it retains, after the gap event (it cannot
+    tell whether the channel lost any since)."""
+    if last_id != _NOTHING_YET:
+        return _missed(endpoint, [channel], last_id)
+    if newest is None:
+        return None, endpoint.broker.subscribe([channel], None, max_replay=endpoint.options.max_replay)
+    return None, _missed(endpoint, [channel], _NOTHING_YET)[1]
+
+
 def _newest(broker: Broker, channel: str) -> str | None:
     """The id of the newest event retained on ``channel`` (None: none)."""
     subscription = broker.subscribe([channel], _PROBE, max_replay=1)
@@ -193,7 +242,9 @@ def _newest(broker: Broker, channel: str) -> str | None:
 
 
 def _channel_param(channel: str, prev_id: str | None) -> str:
-    if prev_id is None or not _TOKEN.fullmatch(prev_id):
+    if prev_id is None:
+        prev_id = _NOTHING_YET
+    if not _TOKEN.fullmatch(prev_id):
         return channel  # no position to check against: delivery without recovery
     return f"{channel}; prev-id={prev_id}"
 

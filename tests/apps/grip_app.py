@@ -1,6 +1,7 @@
-"""A Flask app behind Pushpin: sseproto.flask with SSE_GRIP_URL and SSE_GRIP_KEY from the
-environment, a channel no one may read ("secret"), an endpoint to publish, and a page (``/``)
-that reads a channel with the polyfill and the native EventSource side by side."""
+"""A Flask app behind Pushpin: sseproto.flask with SSE_GRIP_URL and SSE_GRIP_KEY (and, when
+set, SSE_REPLAY_MAX_BYTES) from the environment, a channel no one may read ("secret"), an
+endpoint to publish (through Pushpin, or to the broker only), and a page (``/``) that
+reads a channel with the polyfill and the native EventSource side by side."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 from flask import Flask, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from sseproto import Event
 from sseproto.flask import SSE
 
 app = Flask(__name__)
@@ -18,13 +20,22 @@ app.config.update(
     SSE_GRIP_URL=os.environ.get("SSE_GRIP_URL") or None,
     SSE_GRIP_KEY=os.environ.get("SSE_GRIP_KEY") or None,
 )
+if os.environ.get("SSE_REPLAY_MAX_BYTES"):
+    app.config["SSE_REPLAY_MAX_BYTES"] = int(os.environ["SSE_REPLAY_MAX_BYTES"])
 sse = SSE(app, authorize=lambda channel: channel != "secret")
 
 
 @app.post("/publish")
 def publish() -> ResponseReturnValue:
+    """Publish ``repeat`` events of ``data``; with ``broker_only``, to the broker alone, so
+    Pushpin misses them (as when a publish request to it is lost)."""
     body = request.get_json()
-    ids = [sse.publish(body["data"], channel=body.get("channel")).id for _ in range(body.get("repeat", 1))]
+    ids = []
+    for _ in range(body.get("repeat", 1)):
+        if body.get("broker_only"):
+            ids.append(sse.broker.publish(body["channel"], Event(body["data"])).id)
+        else:
+            ids.append(sse.publish(body["data"], channel=body.get("channel")).id)
     return jsonify(id=ids[-1], ids=ids)
 
 
