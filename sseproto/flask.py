@@ -72,7 +72,8 @@ _BROKER_KEYS = {
 }
 _OTHER_KEYS = {"SSE_URL_PREFIX": "url_prefix", "SSE_BROKER_URL": "broker_url",
                "SSE_DEFAULT_CHANNEL": "default_channel", "SSE_METRICS": "metrics",
-               "SSE_GRIP_URL": "grip_url", "SSE_GRIP_KEY": "grip_key"}
+               "SSE_GRIP_URL": "grip_url", "SSE_GRIP_KEY": "grip_key",
+               "SSE_GRIP_RECOVERY_TTL": "grip_recovery_ttl"}
 
 F = TypeVar("F", bound=Callable[[str], bool])
 
@@ -136,7 +137,8 @@ class SSE:
                              "they configure the broker SSE makes")
         endpoint = EventStreamApp(broker, options, authorize=self._check if self._authorize else None,
                                   metrics=_metrics(settings.get("SSE_METRICS"), app),
-                                  grip=_grip(settings.get("SSE_GRIP_URL"), settings.get("SSE_GRIP_KEY")))
+                                  grip=_grip(settings.get("SSE_GRIP_URL"), settings.get("SSE_GRIP_KEY"),
+                                             settings.get("SSE_GRIP_RECOVERY_TTL")))
         self._states[app] = _AppState(broker, endpoint, default_channel)
         app.extensions["sse"] = self
         prefix = settings.get("SSE_URL_PREFIX", "/sse")
@@ -263,13 +265,20 @@ def _metrics(setting: object, app: Flask) -> Metrics | None:
     raise ValueError(f"SSE_METRICS must be True, False or a sseproto.metrics.Metrics, got {setting!r}")
 
 
-def _grip(url: object, key: object) -> Grip | None:
-    """``SSE_GRIP_URL`` and ``SSE_GRIP_KEY``: both (GRIP on) or neither."""
+def _grip(url: object, key: object, recovery_ttl: object = None) -> Grip | None:
+    """``SSE_GRIP_URL`` and ``SSE_GRIP_KEY``: both (GRIP on) or neither; ``SSE_GRIP_RECOVERY_TTL``
+    (seconds, None: Grip's default) how long a hold's recoveries skip ``authorize``."""
     if not url and not key:
+        if recovery_ttl is not None:
+            raise ValueError("SSE_GRIP_RECOVERY_TTL needs SSE_GRIP_URL and SSE_GRIP_KEY")
         return None
     if not (isinstance(url, str) and url and isinstance(key, (str, bytes)) and key):
         raise ValueError("GRIP needs both SSE_GRIP_URL (the proxy's publish endpoint) and SSE_GRIP_KEY")
-    return Grip(url, key)
+    if recovery_ttl is None:
+        return Grip(url, key)
+    if type(recovery_ttl) not in (int, float):
+        raise ValueError(f"SSE_GRIP_RECOVERY_TTL must be a number of seconds, got {recovery_ttl!r}")
+    return Grip(url, key, recovery_ttl=cast(float, recovery_ttl))
 
 
 def _response(reply: Reply) -> Response:

@@ -12,6 +12,12 @@ message and recovers it through the app (``Grip-Link``
 Requests without a valid signature get the normal stream, so the endpoint also works
 without the proxy.
 
+Pushpin's recovery requests carry none of the client's headers (no cookies, no
+``Authorization``: only ``Grip-Sig``, ``Grip-Last`` and ``Grip-Feature``), so the hold's
+link carries a grant the app signs itself: the channels were authorized when the hold
+was made, and a signed recovery request whose grant covers exactly its channels skips
+the ``authorize`` callback until the grant expires (:attr:`Grip.recovery_ttl`).
+
 Standard library only: the pieces of GRIP used here are a few headers, one JWT check
 and one JSON POST.
 """
@@ -31,6 +37,7 @@ import time
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import parse_qsl, unquote_plus
 
 from ._event import Event
 from .brokers import Broker, BrokerUnavailable, Subscription
@@ -45,6 +52,9 @@ log = logging.getLogger("sseproto.grip")
 # An id no broker has stored: subscribing after it is a gap, whose replay (capped at one
 # event) is the newest event retained on the channel (for brokers without ``last_id``).
 _PROBE = "sseproto.grip.newest"
+# The query parameter of a hold's Grip-Link that carries its grant: "<expiry>.<signature>".
+_GRANT = "grip_grant"
+_GRANT_VALUE = re.compile(r"([0-9]{1,12})\.([A-Za-z0-9_-]{43})")
 # The prev-id of a channel nothing was published on yet, in holds and in its first publish:
 # a hold without a prev-id has Pushpin check nothing on that stream (a message it missed
 # there is never recovered) and ask for the hold's link without Grip-Last. Reserved.
@@ -99,16 +109,30 @@ class Grip:
 
     ``key`` is the proxy's ``sig_key``: text (``base64:...`` is decoded, as Pushpin does)
     or bytes. ``timeout`` bounds each publish request, in seconds.
+
+    ``recovery_ttl`` (seconds, default an hour) is how long after the ``authorize``
+    callback last passed a hold its recovery requests skip it (see
+    :meth:`recovery_granted`). After that, a recovery goes through ``authorize`` like any
+    request; one that reads credentials refuses it (403, as Pushpin sends none), Pushpin
+    retries five times within about three seconds and then ends the stream, and the
+    client reconnects with its credentials and ``Last-Event-ID``: the stream is
+    authorized again and replays what it missed (lost only if the broker no longer
+    retains it).
     """
 
-    def __init__(self, url: str, key: str | bytes, *, timeout: float = 5.0) -> None:
+    def __init__(
+        self, url: str, key: str | bytes, *, timeout: float = 5.0, recovery_ttl: float = 3600.0
+    ) -> None:
         if not url or not key:
             raise ValueError("GRIP needs the proxy's publish URL and its signing key")
+        if type(recovery_ttl) not in (int, float) or not recovery_ttl > 0:
+            raise ValueError(f"recovery_ttl must be a positive number of seconds, got {recovery_ttl!r}")
         self.publish_url = url.rstrip("/") + "/publish/"
         if isinstance(key, str):
             key = base64.b64decode(key[7:]) if key.startswith("base64:") else key.encode("utf-8")
         self._key = key
         self.timeout = timeout
+        self.recovery_ttl = recovery_ttl
         # Publishing and the snapshot of a hold reply exclude each other (in this process), so
         # the prev-id a hold names is exactly the newest event its body covers.
         self._lock = threading.Lock()
@@ -117,6 +141,16 @@ class Grip:
         """Whether the request came through the proxy: a valid ``Grip-Sig``."""
         token = environ.get("HTTP_GRIP_SIG")
         return isinstance(token, str) and verify_grip_sig(token, self._key)
+
+    def recovery_granted(self, environ: WSGIEnvironment, channels: Sequence[str]) -> bool:
+        """Whether ``environ`` is the proxy's recovery request for a hold of exactly
+        ``channels`` made less than :attr:`recovery_ttl` after they were authorized: a valid
+        ``Grip-Sig``, a ``Grip-Last``, and the hold link's unexpired grant. Such a request
+        may skip authorization (it carries no client credentials); the stream endpoint does."""
+        grip_last = environ.get("HTTP_GRIP_LAST")
+        if not isinstance(grip_last, str) or not grip_last or not self.signed(environ):
+            return False
+        return self._grant_expiry(environ, channels) is not None
 
     def publish(self, broker: Broker, channel: str, event: Event) -> Event:
         """Store ``event`` in ``broker``, then send it to the proxy with its id and, as
@@ -153,13 +187,18 @@ class Grip:
         and what the client missed (after the gap event, if any), all at once.
 
         Each channel's ``prev-id`` is its :meth:`~sseproto.brokers.MemoryBroker.last_id`,
-        read before the replay: the id the next :meth:`publish` names as ``prev-id``.
+        read before the replay: the id the next :meth:`publish` names as ``prev-id``. The
+        ``Grip-Link`` carries a grant for these channels: the one the request came with
+        while it is valid (its expiry stays), else a new one valid for :attr:`recovery_ttl`.
         """
         from .wsgi import Reply, replay_prelude, stream_headers
 
         options = endpoint.options
         grip_last = environ.get("HTTP_GRIP_LAST")
         recovering = isinstance(grip_last, str) and bool(grip_last)
+        expiry = self._grant_expiry(environ, channels) if recovering else None
+        if expiry is None:
+            expiry = math.ceil(time.time() + self.recovery_ttl)
         retry = None if options.retry is None else (
             options.retry + (random.randint(0, options.retry_jitter) if options.retry_jitter else 0))
         with self._lock:
@@ -188,8 +227,31 @@ class Grip:
         headers = [*stream_headers(), ("Grip-Hold", "stream"),
                    ("Grip-Channel", ", ".join(_channel_param(c, newest[c]) for c in channels)),
                    ("Grip-Keep-Alive", f":\\n; format=cstring; timeout={keep_alive}"),
-                   ("Grip-Link", f"<{_next_link(environ)}>; rel=next")]
+                   ("Grip-Link", f"<{_next_link(environ, self._grant(expiry, channels))}>; rel=next")]
         return Reply("200 OK", headers + endpoint._cors(environ), body)
+
+    def _grant(self, expiry: int, channels: Sequence[str]) -> str:
+        """The grant of a hold of ``channels`` until ``expiry`` (Unix seconds): HMAC-SHA256
+        with the key over the expiry and the set of channels."""
+        message = json.dumps(["sseproto.grip.grant", expiry, sorted(set(channels))], separators=(",", ":"))
+        digest = hmac.new(self._key, message.encode("utf-8"), hashlib.sha256).digest()
+        return f"{expiry}.{base64.urlsafe_b64encode(digest).rstrip(b'=').decode('ascii')}"
+
+    def _grant_expiry(self, environ: WSGIEnvironment, channels: Sequence[str]) -> int | None:
+        """The expiry of the request's grant when it is one of ours for exactly ``channels``
+        and not expired; None otherwise (missing, repeated, tampered, expired)."""
+        query = str(environ.get("QUERY_STRING", ""))
+        if _GRANT not in query:
+            return None
+        values = [value for name, value in parse_qsl(query, keep_blank_values=True, max_num_fields=200)
+                  if name == _GRANT]
+        match = _GRANT_VALUE.fullmatch(values[0]) if len(values) == 1 else None
+        if match is None:
+            return None
+        expiry = int(match[1])
+        if expiry <= time.time() or not hmac.compare_digest(self._grant(expiry, channels), match[0]):
+            return None
+        return expiry
 
 
 def _missed(
@@ -249,8 +311,10 @@ def _channel_param(channel: str, prev_id: str | None) -> str:
     return f"{channel}; prev-id={prev_id}"
 
 
-def _next_link(environ: WSGIEnvironment) -> str:
-    """Where the proxy asks for missed events: this same request (its ``Grip-Last`` says where)."""
+def _next_link(environ: WSGIEnvironment, grant: str) -> str:
+    """Where the proxy asks for missed events: this same request (its ``Grip-Last`` says
+    where), with ``grant`` in place of any grant it came with."""
     path = str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", ""))
     query = str(environ.get("QUERY_STRING", ""))
-    return path + ("?" + query if query else "")
+    kept = [item for item in query.split("&") if item and unquote_plus(item.partition("=")[0]) != _GRANT]
+    return path + "?" + "&".join([*kept, f"{_GRANT}={grant}"])

@@ -605,7 +605,9 @@ class EventStreamApp:
 
     ``GET ?channel=a&channel=b`` (or ``?channel=a,b``) streams those channels (default:
     ``options.default_channels``), replaying from the request's last event id.
-    ``authorize(environ, channel) -> bool`` is asked about each channel (False: 403).
+    ``authorize(environ, channel) -> bool`` is asked about each channel (False: 403), but
+    not for a GRIP proxy's recovery of a hold within its grant, which carries no client
+    credentials (:meth:`sseproto.grip.Grip.recovery_granted`).
     The connection limit counts every stream this object opens, including those of
     :meth:`iterable_reply` and :meth:`polling_reply`. ``metrics`` turns on Prometheus
     metrics (:class:`sseproto.metrics.Metrics`; True: ``Metrics()``, on prometheus_client's
@@ -660,9 +662,12 @@ class EventStreamApp:
             self._check_last_event_id(last_id)
         except ValueError as exc:
             return self._error(environ, "400 Bad Request", str(exc))
-        if self.authorize is not None:
+        # A GRIP proxy's recovery of a hold of these channels carries no client credentials:
+        # its grant says they were authorized when the hold was made.
+        authorize = self.authorize
+        if authorize is not None and (self.grip is None or not self.grip.recovery_granted(environ, channels)):
             for channel in channels:
-                if not self.authorize(environ, channel):
+                if not authorize(environ, channel):
                     return self._error(environ, "403 Forbidden", f"not allowed to read {channel!r}")
         return self.subscription_reply(channels, last_id, environ)
 

@@ -1,14 +1,18 @@
-"""GRIP recovery: the prev-id chain between holds and publishes.
+"""GRIP recovery: the prev-id chain between holds and publishes, and the grant that lets
+Pushpin's recovery requests, which carry no client credentials, past ``authorize``.
 
 The first tests drive :class:`sseproto.grip.Grip` behind an EventStreamApp with requests
 signed as Pushpin signs them (publishing to a stand-in for Pushpin's publish endpoint);
 the rest run test_grip's private Pushpin in front of this module's app, whose replay keeps
-little (``SSE_REPLAY_MAX_BYTES``).
+little (``SSE_REPLAY_MAX_BYTES``) and whose grants expire soon (``SSE_GRIP_RECOVERY_TTL``).
 
-What Pushpin (1.36) was seen doing: a message whose ``prev-id`` differs from the last id
-it delivered on that connection is dropped and recovered instead, through the hold's
-``Grip-Link`` with ``Grip-Last``; on a channel of the hold without a prev-id it checks
-nothing.
+What Pushpin (1.36) was seen doing: a recovery request (the hold's ``Grip-Link``) carries
+Host, Accept, Accept-Encoding, ``Grip-Last``, ``Grip-Sig`` and ``Grip-Feature``, none of the
+client's headers (no Cookie, no Authorization); a message whose ``prev-id`` differs from
+the last id it delivered on that connection is dropped and recovered instead; a recovery
+answered with an error status is retried five times within about three seconds, and then
+the stream just ends (the client reconnects). A client's own ``Grip-*`` request headers
+never reach the app, and the hold's ``Grip-*`` headers never reach the client.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import requests
@@ -28,7 +33,7 @@ from test_grip import KEY, publish_one, token
 
 from sseproto import Event
 from sseproto.brokers import Broker, BrokerUnavailable, MemoryBroker, Subscription
-from sseproto.client import iter_events
+from sseproto.client import EventSource, iter_events
 from sseproto.grip import Grip
 from sseproto.wsgi import EventStreamApp, Reply
 
@@ -37,7 +42,9 @@ from sseproto.wsgi import EventStreamApp, Reply
 grip_urls = test_grip.grip_urls
 stack = test_grip.stack
 
+TTL = 4.0  # the app's SSE_GRIP_RECOVERY_TTL
 MAX_BYTES = 20_000  # the app's SSE_REPLAY_MAX_BYTES: a larger event is evicted as soon as stored
+COOKIE = {"Cookie": "session=ok"}  # what the app's authorize wants for "private-..." channels
 NOTHING = "sseproto.nothing-yet"  # the prev-id of a channel nothing was published on yet
 
 
@@ -74,6 +81,12 @@ def signed(query: str, grip_last: str | None = None, **headers: str) -> dict[str
 
 def header(reply: Reply, name: str) -> str:
     return dict(reply.headers)[name]
+
+
+def grant_of(grip_link: str) -> str:
+    """The grant in a hold's ``Grip-Link: <target>; rel=next``."""
+    target = grip_link.split(">", 1)[0].lstrip("<")
+    return dict(parse_qsl(urlsplit(target).query))["grip_grant"]
 
 
 def test_each_publish_names_the_id_published_before_even_when_no_longer_retained(broker: Any) -> None:
@@ -172,14 +185,108 @@ def test_a_hold_that_cannot_read_its_position_sends_the_client_back() -> None:
     assert b"".join(reply.body) == b": unavailable\nretry: 500\n\n"
 
 
+# --- grants, without Pushpin ------------------------------------------------------------------
+
+def credentials_only(environ: dict[str, Any], channel: str) -> bool:
+    """An authorize callback as a real app writes it: whoever shows the cookie."""
+    return "session=ok" in str(environ.get("HTTP_COOKIE", ""))
+
+
+def granted_endpoint(ttl: float = 60.0) -> tuple[EventStreamApp, Grip]:
+    grip = Grip("http://127.0.0.1:9", KEY, recovery_ttl=ttl)
+    posting(grip)
+    return EventStreamApp(MemoryBroker(), grip=grip, authorize=credentials_only), grip
+
+
+def test_a_recovery_within_its_grant_skips_authorize_and_keeps_the_grant() -> None:
+    endpoint, grip = granted_endpoint(ttl=60)
+    first = grip.publish(endpoint.broker, "a", Event("0"))
+    assert endpoint.respond(signed("channel=a&channel=b")).status.startswith("403")  # no cookie
+    hold = endpoint.respond(signed("channel=a&channel=b&lastEventId=1", cookie="session=ok"))
+    grant = grant_of(header(hold, "Grip-Link"))
+    target = f"/stream?channel=a&channel=b&lastEventId=1&grip_grant={grant}"  # the request, and the grant
+    assert header(hold, "Grip-Link") == f"<{target}>; rel=next"
+    assert time.time() + 59 < int(grant.split(".")[0]) <= time.time() + 61
+    missed = grip.publish(endpoint.broker, "a", Event("missed"))
+    recovering = f"a; last-id={first.id}, b; last-id={first.id}"
+    recovery = endpoint.respond(signed(f"channel=a&channel=b&lastEventId=1&grip_grant={grant}", recovering))
+    assert recovery.status == "200 OK" and header(recovery, "Grip-Hold") == "stream"
+    assert f"id: {missed.id}\ndata: missed\n\n".encode() in b"".join(recovery.body)
+    # The next recovery's link carries the same grant: its expiry counts from the authorization.
+    assert header(recovery, "Grip-Link") == header(hold, "Grip-Link")
+    # Granted for the set of channels, whatever their order in the query; its expiry is signed too.
+    assert endpoint.respond(signed(f"channel=b&channel=a&grip_grant={grant}", recovering)).status == "200 OK"
+    later = f"{int(time.time()) + 600}.{grant.split('.')[1]}"
+    assert endpoint.respond(signed(f"channel=a&channel=b&grip_grant={later}", recovering)).status[:3] == "403"
+
+
+@pytest.mark.parametrize("case", ["missing", "tampered", "other channels", "fewer channels", "expired",
+                                  "twice", "garbage", "unsigned", "not a recovery"])
+def test_without_a_valid_grant_a_recovery_goes_through_authorize(case: str) -> None:
+    endpoint, _ = granted_endpoint(ttl=60)
+    hold = endpoint.respond(signed("channel=a&channel=b", cookie="session=ok"))
+    grant = grant_of(header(hold, "Grip-Link"))
+    expiry, signature = grant.split(".")
+    query = {
+        "missing": "channel=a&channel=b",
+        "tampered": f"channel=a&channel=b&grip_grant={expiry}.{signature[::-1]}",
+        "other channels": f"channel=a&channel=c&grip_grant={grant}",
+        "fewer channels": f"channel=a&grip_grant={grant}",
+        "expired": f"channel=a&channel=b&grip_grant={int(time.time()) - 1}.{signature}",
+        "twice": f"channel=a&channel=b&grip_grant={grant}&grip_grant={grant}",
+        "garbage": "channel=a&channel=b&grip_grant=%00..",
+    }.get(case, f"channel=a&channel=b&grip_grant={grant}")
+    environ = signed(query, grip_last=None if case == "not a recovery" else "a; last-id=1")
+    if case == "unsigned":
+        environ["HTTP_GRIP_SIG"] = token("not the key")
+    assert endpoint.respond(environ).status.startswith("403")
+    environ["HTTP_COOKIE"] = "session=ok"  # authorize, as for any request
+    assert endpoint.respond(environ).status == "200 OK"
+
+
+def test_a_grant_expires_after_recovery_ttl() -> None:
+    endpoint, _ = granted_endpoint(ttl=1)
+    hold = endpoint.respond(signed("channel=a", cookie="session=ok"))
+    query = f"channel=a&grip_grant={grant_of(header(hold, 'Grip-Link'))}"
+    assert endpoint.respond(signed(query, grip_last="a; last-id=1")).status == "200 OK"
+    time.sleep(2.1)  # expiries are whole seconds, rounded up
+    assert endpoint.respond(signed(query, grip_last="a; last-id=1")).status.startswith("403")
+    with_cookie = endpoint.respond(signed(query, grip_last="a; last-id=1", cookie="session=ok"))
+    assert with_cookie.status == "200 OK"  # authorized again: a new grant, valid a TTL from now
+    assert grant_of(header(with_cookie, "Grip-Link")) != grant_of(header(hold, "Grip-Link"))
+
+
+def test_recovery_ttl_is_a_positive_number_of_seconds_and_a_flask_setting() -> None:
+    assert Grip("http://127.0.0.1:9", KEY).recovery_ttl == 3600
+    for bad in (0, -1, True, "60", None):
+        with pytest.raises(ValueError, match="recovery_ttl"):
+            Grip("http://127.0.0.1:9", KEY, recovery_ttl=bad)  # type: ignore[arg-type]
+    from flask import Flask
+
+    from sseproto.flask import SSE
+
+    app = Flask(__name__)
+    app.config.update(SSE_GRIP_URL="http://127.0.0.1:9", SSE_GRIP_KEY=KEY, SSE_GRIP_RECOVERY_TTL=90)
+    sse = SSE(app)
+    with app.app_context():
+        assert sse.endpoint.grip is not None and sse.endpoint.grip.recovery_ttl == 90
+    for config in ({"SSE_GRIP_RECOVERY_TTL": 90},  # without GRIP, or not a number
+                   {"SSE_GRIP_URL": "http://x", "SSE_GRIP_KEY": KEY, "SSE_GRIP_RECOVERY_TTL": "90"}):
+        other = Flask(__name__)
+        other.config.update(config)
+        with pytest.raises(ValueError, match="SSE_GRIP_RECOVERY_TTL"):
+            SSE(other)
+
+
 # --- through Pushpin ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def grip_app(grip_urls: tuple[int, int]) -> Iterator[Server]:
-    """The app behind this module's Pushpin: little replay."""
+    """The app behind this module's Pushpin: little replay, grants that expire after TTL."""
     _, publish_port = grip_urls
     app = spawn("flask-dev", app="apps.grip_app", SSE_GRIP_URL=f"http://127.0.0.1:{publish_port}",
-                SSE_GRIP_KEY=KEY, SSE_HEARTBEAT="1", SSE_REPLAY_MAX_BYTES=str(MAX_BYTES))
+                SSE_GRIP_KEY=KEY, SSE_HEARTBEAT="1", SSE_REPLAY_MAX_BYTES=str(MAX_BYTES),
+                SSE_GRIP_RECOVERY_TTL=str(TTL))
     try:
         yield app
     finally:
@@ -229,6 +336,13 @@ class Reader:
 
     def close(self) -> None:
         self.response.close()
+
+
+def until(check: Callable[[], bool], seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not check():
+        time.sleep(0.05)
+    return check()
 
 
 # Pushpin, seen here: about a second after each hold, it asks for the hold's link once,
@@ -281,3 +395,94 @@ def test_a_stream_on_a_channel_nothing_was_published_on_recovers_what_pushpin_mi
         assert reader.wait_for([nxt], seconds=3) and not reader.ended.is_set()
     finally:
         reader.close()
+
+
+@pytest.mark.timeout(60)
+def test_pushpin_recovers_a_credentialed_stream_without_the_clients_credentials(
+    stack: tuple[Server, int],
+) -> None:
+    """Regression: Pushpin's recovery requests carry no cookies, so ``authorize`` refused
+    them (403), Pushpin gave up after its retries and ended the stream, and what it had
+    missed came only with the client's reconnection, if at all: every credentialed stream
+    was cut about 3.5 s after it opened (at Pushpin's first, unprompted recovery). The
+    hold's grant lets the recoveries through: the held stream gets what Pushpin missed and
+    is never cut."""
+    app, port = stack
+    channel = "private-" + uuid.uuid4().hex[:6]
+    assert requests.get(f"http://127.0.0.1:{port}/sse/stream?channel={channel}", timeout=5).status_code == 403
+    publish_one(app, channel, "before")
+    reader = Reader(f"http://127.0.0.1:{port}/sse/stream?channel={channel}", COOKIE)
+    try:
+        time.sleep(SETTLE)
+        sent = [broker_only(app, channel, "missed"), publish_one(app, channel, "after")]
+        assert reader.wait_for(sent, seconds=3), reader.events  # well before Pushpin would give up
+        time.sleep(max(0.0, SETTLE + 3.5 - (time.monotonic() - reader.opened)))  # past the old cut
+        assert [i for i, _ in reader.events] == sent and reader.gaps == []  # 0 lost, 0 duplicated
+        assert not reader.ended.is_set()
+    finally:
+        reader.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_credentialed_stream_on_a_channel_nothing_was_published_on_is_checked_and_never_cut(
+    stack: tuple[Server, int],
+) -> None:
+    """Regression: such a hold named no prev-id, so Pushpin checked nothing on the stream,
+    and asked for the hold's link about a second later without Grip-Last, which
+    ``authorize`` refused: the stream was cut after Pushpin's retries, and again after every
+    reconnection until the channel's first event."""
+    app, port = stack
+    channel = "private-" + uuid.uuid4().hex[:6]
+    reader = Reader(f"http://127.0.0.1:{port}/sse/stream?channel={channel}", COOKIE)
+    try:
+        time.sleep(SETTLE)
+        sent = [broker_only(app, channel, "missed"), publish_one(app, channel, "after")]
+        assert reader.wait_for(sent, seconds=3), reader.events
+        # What the channel holds, after the gap event (the app cannot tell what the channel lost).
+        assert reader.gaps == [{"lastEventId": None, "channels": [channel]}]
+        time.sleep(max(0.0, SETTLE + 3.5 - (time.monotonic() - reader.opened)))  # past the old cut
+        assert [i for i, _ in reader.events] == sent and not reader.ended.is_set()
+    finally:
+        reader.close()
+
+
+@pytest.mark.timeout(60)
+def test_after_the_grant_expires_pushpin_ends_the_stream_and_the_client_resumes_with_its_credentials(
+    stack: tuple[Server, int],
+) -> None:
+    """Past recovery_ttl a recovery meets ``authorize`` without credentials and is refused:
+    Pushpin retries, then ends the stream; the client reconnects with its cookie and its
+    Last-Event-ID and gets the replay: nothing lost."""
+    app, port = stack
+    channel = "private-" + uuid.uuid4().hex[:6]
+    marker = publish_one(app, channel, "before")
+    opens: list[float] = []
+    got: list[tuple[str | None, str]] = []
+    with EventSource(f"http://127.0.0.1:{port}/sse/stream?channel={channel}", headers=COOKIE,
+                     last_event_id=marker, timeout=(5, 5), on_open=lambda _: opens.append(time.monotonic())
+                     ) as source:
+        events = iter(source)
+        threading.Thread(target=lambda: got.extend((e.id, e.data) for e in events), daemon=True).start()
+        assert until(lambda: len(opens) == 1)
+        time.sleep(TTL + 1.5)  # the grant has expired
+        sent = [broker_only(app, channel, "missed"), publish_one(app, channel, "after")]
+        assert until(lambda: len(got) >= 2, seconds=20), got
+        time.sleep(0.3)  # room for a duplicate
+    assert got == [(sent[0], "missed"), (sent[1], "after")]  # 0 lost, 0 duplicated, no gap event
+    assert len(opens) == 2 and opens[1] - opens[0] > TTL  # resumed once, after Pushpin ended the stream
+
+
+def test_the_app_admits_its_own_grants_to_recovery_and_refuses_forged_ones(grip_app: Server) -> None:
+    """The Flask app's authorizer reads the cookie: a recovery signed as Pushpin signs it
+    passes with the hold's grant, and is refused (403) with a forged or another hold's one."""
+    channel = "private-" + uuid.uuid4().hex[:6]
+    stream = f"{grip_app.url}/sse/stream"
+    hold = requests.get(f"{stream}?channel={channel}", headers={"Grip-Sig": token(), **COOKIE}, timeout=5)
+    grant = grant_of(hold.headers["Grip-Link"])
+    other = requests.get(f"{stream}?channel=public", headers={"Grip-Sig": token()}, timeout=5)
+    other_grant = grant_of(other.headers["Grip-Link"])
+    recovering = {"Grip-Sig": token(), "Grip-Last": f"{channel}; last-id=x"}
+    forged = grant[:-1] + ("B" if grant.endswith("A") else "A")
+    for candidate, status in ((grant, 200), (forged, 403), (other_grant, 403)):
+        r = requests.get(f"{stream}?channel={channel}&grip_grant={candidate}", headers=recovering, timeout=5)
+        assert r.status_code == status, candidate

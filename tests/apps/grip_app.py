@@ -1,7 +1,8 @@
 """A Flask app behind Pushpin: sseproto.flask with SSE_GRIP_URL and SSE_GRIP_KEY (and, when
-set, SSE_REPLAY_MAX_BYTES) from the environment, a channel no one may read ("secret"), an
-endpoint to publish (through Pushpin, or to the broker only), and a page (``/``) that
-reads a channel with the polyfill and the native EventSource side by side."""
+set, SSE_REPLAY_MAX_BYTES and SSE_GRIP_RECOVERY_TTL) from the environment, a channel no one
+may read ("secret"), channels only a client with the cookie ``session=ok`` may read
+("private-..."), an endpoint to publish (through Pushpin, or to the broker only), and a
+page (``/``) that reads a channel with the polyfill and the native EventSource side by side."""
 
 from __future__ import annotations
 
@@ -20,9 +21,20 @@ app.config.update(
     SSE_GRIP_URL=os.environ.get("SSE_GRIP_URL") or None,
     SSE_GRIP_KEY=os.environ.get("SSE_GRIP_KEY") or None,
 )
-if os.environ.get("SSE_REPLAY_MAX_BYTES"):
-    app.config["SSE_REPLAY_MAX_BYTES"] = int(os.environ["SSE_REPLAY_MAX_BYTES"])
-sse = SSE(app, authorize=lambda channel: channel != "secret")
+for key, kind in (("SSE_REPLAY_MAX_BYTES", int), ("SSE_GRIP_RECOVERY_TTL", float)):
+    if os.environ.get(key):
+        app.config[key] = kind(os.environ[key])
+
+
+def authorize(channel: str) -> bool:
+    """Nobody may read "secret"; "private-..." only the holder of the session cookie (the
+    credentials a real app checks, and which Pushpin's recovery requests do not carry)."""
+    if channel.startswith("private-"):
+        return request.cookies.get("session") == "ok"
+    return channel != "secret"
+
+
+sse = SSE(app, authorize=authorize)
 
 
 @app.post("/publish")
