@@ -10,7 +10,6 @@ import hmac
 import json
 import os
 import random
-import re
 import shutil
 import signal
 import subprocess
@@ -26,13 +25,13 @@ import pytest
 import requests
 from chaos_proxy import ChaosProxy
 from conftest import free_port, missing, wait_for_port
+from pushpin import PUSHPIN_CONF, holds_and_delivers, pushpin_config
 from servers import Server, spawn, stop
 
 from sseproto.client import EventSource
 from sseproto.grip import parse_grip_last, verify_grip_sig
 
 KEY = "grip-test-key"
-PUSHPIN_CONF = Path("/etc/pushpin/pushpin.conf")
 
 
 def token(key: str = KEY, **claims: object) -> str:
@@ -257,44 +256,6 @@ def wait_subscribed(app: Server, port: int, channel: str) -> None:
     time.sleep(0.5)
 
 
-def pushpin_ready(port: int) -> bool:
-    """Whether Pushpin proxies a plain request to the app and holds a stream (the handler is up)."""
-    base = f"http://127.0.0.1:{port}"
-    try:
-        if requests.get(base + "/count", timeout=5).status_code != 200:
-            return False
-        with requests.get(base + "/sse/stream?channel=ready", stream=True, timeout=5) as r:
-            return r.status_code == 200 and next(r.iter_content(None), b"").startswith(b"retry:")
-    except requests.RequestException:
-        return False  # reset or refused while a service starts
-
-
-def pushpin_config(root: Path, http_port: int, publish_port: int, app_port: int) -> Path:
-    """A private pushpin.conf (from the packaged one) and routes under ``root``."""
-    text = PUSHPIN_CONF.read_text()
-    (root / "run").mkdir()
-    (root / "log").mkdir()
-    settings = {"rundir": str(root / "run"), "ipc_prefix": "pp-", "logdir": str(root / "log"),
-                "http_port": str(http_port), "push_in_http_addr": "127.0.0.1",
-                "push_in_http_port": str(publish_port), "sig_key": KEY, "sig_iss": "pushpin",
-                "push_in_spec": "ipc://{rundir}/{ipc_prefix}push-in",
-                "push_in_sub_specs": "ipc://{rundir}/{ipc_prefix}push-in-sub",
-                "command_spec": "ipc://{rundir}/{ipc_prefix}command",
-                "stats_spec": "ipc://{rundir}/{ipc_prefix}stats", "updates_check": "off"}
-    for key, value in settings.items():
-        text, count = re.subn(rf"(?m)^{key}=.*$", lambda _m, v=value, k=key: f"{k}={v}", text)
-        assert count >= 1, key
-    # Pushpin's proxy makes its requests to the app through zurl, on sockets in rundir.
-    text = re.sub(r"(?m)^services=.*$", "services=condure,zurl,pushpin-proxy,pushpin-handler", text)
-    text = text.replace("[proxy]\n", "[proxy]\n"
-                        "zurl_out_specs=ipc://{rundir}/{ipc_prefix}zurl-in\n"
-                        "zurl_out_stream_specs=ipc://{rundir}/{ipc_prefix}zurl-in-stream\n"
-                        "zurl_in_specs=ipc://{rundir}/{ipc_prefix}zurl-out\n", 1)
-    (root / "routes").write_text(f"* 127.0.0.1:{app_port}\n")
-    (root / "pushpin.conf").write_text(text)
-    return root / "pushpin.conf"
-
-
 @pytest.fixture(scope="module")
 def grip_urls() -> Iterator[tuple[int, int]]:
     """Free ports for Pushpin's HTTP side and its publish endpoint."""
@@ -320,15 +281,16 @@ def stack(grip_app: Server, grip_urls: tuple[int, int]) -> Iterator[tuple[Server
         missing("pushpin (apt-get install pushpin)")
     http_port, publish_port = grip_urls
     root = Path(tempfile.mkdtemp(prefix="pp"))  # short: ipc socket paths are limited to 107 bytes
-    config = pushpin_config(root, http_port, publish_port, grip_app.port)
+    config = pushpin_config(root, http_port, publish_port, grip_app.port, KEY)
     log = (root / "pushpin.out").open("wb")
     proc = subprocess.Popen([str(binary), f"--config={config}"], cwd=root, stdout=log, stderr=log,
                             start_new_session=True)
     try:
         wait_for_port(http_port, proc)
         wait_for_port(publish_port, proc)
-        deadline = time.monotonic() + 20  # condure listens before the proxy, zurl and the handler
-        while not pushpin_ready(http_port):  # are ready
+        # condure listens before the proxy, zurl and the handler: up once a held stream gets an event.
+        deadline = time.monotonic() + 20
+        while not holds_and_delivers(http_port, lambda: publish_one(grip_app, "ready", "ready")):
             assert time.monotonic() < deadline and proc.poll() is None, (root / "pushpin.out").read_text()
             time.sleep(0.1)
         yield grip_app, http_port
