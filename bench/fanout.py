@@ -350,6 +350,9 @@ class StreamClient(asyncio.BufferedProtocol):
         seen = self.seen
         try:
             for event in self.decoder.feed(data):
+                if event.event == "sseproto.gap":  # counted apart; the replay after it still counts
+                    self.state["gaps"] += 1
+                    continue
                 text = json.loads(event.data) if event.data.startswith('"') else event.data  # Flask-SSE
                 seq, sent = text.split(" ", 1)
                 n = int(seq)
@@ -374,7 +377,7 @@ class StreamClient(asyncio.BufferedProtocol):
 async def load(port: int, path: str, n: int, ramp: float, conn: Any) -> None:
     state: dict[str, Any] = {
         "connect": [], "latency": [], "open": 0, "sent": 0, "failed": 0, "dropped": 0, "errors": [],
-        "seen": [], "refused": {},
+        "seen": [], "refused": {}, "gaps": 0,
     }
     loop = asyncio.get_running_loop()
     clients: list[StreamClient] = []
@@ -433,6 +436,8 @@ async def load(port: int, path: str, n: int, ramp: float, conn: Any) -> None:
         dup += sum(c - 1 for c in seen.values() if c > 1)
     errors = state["errors"][:5]
     errors += [f"{count} x {reason!r}" for reason, count in state["refused"].items()]
+    if state["gaps"]:
+        errors.append(f"{state['gaps']} gap events (sseproto.gap) received")
     if missed:
         first = sorted(missed.items())[:10]
         errors.append("lost (seq: clients): " + ", ".join(f"{s}: {c}" for s, c in first))
