@@ -39,6 +39,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl, unquote_plus
 
+from ._decoder import Decoder
 from ._event import Event
 from .brokers import Broker, BrokerUnavailable, Subscription
 
@@ -187,7 +188,10 @@ class Grip:
         and what the client missed (after the gap event, if any), all at once.
 
         Each channel's ``prev-id`` is its :meth:`~sseproto.brokers.MemoryBroker.last_id`,
-        read before the replay: the id the next :meth:`publish` names as ``prev-id``. The
+        read before the replay: the id the next :meth:`publish` names as ``prev-id``; or,
+        when the body replays that channel alone, the newest id in it if that is later (an
+        event another process published in between is in the body, and Pushpin, which
+        would deliver it again, then drops and recovers it instead). The
         ``Grip-Link`` carries a grant for these channels: the one the request came with
         while it is valid (its expiry stays), else a new one valid for :attr:`recovery_ttl`.
         """
@@ -214,15 +218,22 @@ class Grip:
                          for channel in channels]
             else:
                 parts = [_missed(endpoint, channels, last_event_id)]
+        # The channel each part replays (None: several, merged in publish order).
+        part_channels = list(channels) if recovering else [channels[0] if len(channels) == 1 else None]
         body: list[bytes] = []
         if not recovering and retry is not None:
             body.append(b"retry: %d\n\n" % retry)
-        for subscription_last_id, subscription in parts:
+        for channel, (subscription_last_id, subscription) in zip(part_channels, parts, strict=True):
+            start = len(body)
             try:
                 for item in replay_prelude(subscription, subscription_last_id):
                     body.append(item if isinstance(item, bytes) else item.encode())
             finally:
                 subscription.close()
+            if channel is not None and len(body) > start:
+                # The newest event the body covers: an event another process published after
+                # the ids were read is in the body, and Pushpin must not deliver it again.
+                newest[channel] = _last_id_in(body[start:]) or newest[channel]
         keep_alive = max(1, math.ceil(options.heartbeat))
         headers = [*stream_headers(), ("Grip-Hold", "stream"),
                    ("Grip-Channel", ", ".join(_channel_param(c, newest[c]) for c in channels)),
@@ -291,6 +302,15 @@ def _recovered(
     if newest is None:
         return None, endpoint.broker.subscribe([channel], None, max_replay=endpoint.options.max_replay)
     return None, _missed(endpoint, [channel], _NOTHING_YET)[1]
+
+
+def _last_id_in(wire: Sequence[bytes]) -> str | None:
+    """The last event id in encoded events (None: no id)."""
+    decoder = Decoder()
+    for chunk in wire:
+        for _ in decoder.feed(chunk):
+            pass
+    return decoder.last_event_id or None
 
 
 def _newest(broker: Broker, channel: str) -> str | None:

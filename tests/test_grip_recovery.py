@@ -172,6 +172,31 @@ def test_a_channel_nothing_was_published_on_has_a_position_too(broker: Any) -> N
         grip.publish(broker, "a", Event("x", id=NOTHING))
 
 
+def test_an_event_published_elsewhere_while_a_hold_is_made_is_not_delivered_twice(broker: Any) -> None:
+    """Regression: a hold read each channel's last id, then the replay; an event another
+    process published in between was in the body and, its prev-id being the hold's, Pushpin
+    delivered it again. A body that replays one channel names the newest id it holds."""
+    grip = Grip("http://127.0.0.1:9", KEY)
+    posting(grip)
+    endpoint = EventStreamApp(broker, grip=grip, retry=None)
+    up_to_date = grip.publish(broker, "a", Event("seen"))
+    read_last_id = broker.last_id
+    elsewhere: list[Event] = []
+
+    def last_id_then_another_process_publishes(channel: str) -> str | None:
+        found = read_last_id(channel)
+        elsewhere.append(broker.publish(channel, Event("elsewhere")))  # past this process's lock
+        return found
+
+    broker.last_id = last_id_then_another_process_publishes
+    reply = endpoint.respond(signed("channel=a", Last_Event_ID=str(up_to_date.id)))
+    broker.last_id = read_last_id
+    assert b"".join(reply.body) == f"id: {elsewhere[0].id}\ndata: elsewhere\n\n".encode()
+    assert header(reply, "Grip-Channel") == f"a; prev-id={elsewhere[0].id}"  # was {up_to_date.id}
+    recovery = endpoint.respond(signed("channel=a,b", grip_last=f"a; last-id={up_to_date.id}"))
+    assert header(recovery, "Grip-Channel") == f"a; prev-id={elsewhere[0].id}, b; prev-id={NOTHING}"
+
+
 def test_a_hold_that_cannot_read_its_position_sends_the_client_back() -> None:
     """A broker that cannot be reached (Redis away) gives no last id: no hold without a
     position, but the stream of just ``retry:`` after which a client comes back."""
