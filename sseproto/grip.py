@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import http.client
 import json
 import logging
 import math
@@ -41,12 +42,12 @@ from urllib.parse import parse_qsl, unquote_plus
 
 from ._decoder import Decoder
 from ._event import Event
-from .brokers import Broker, BrokerUnavailable, Subscription
+from .brokers import Broker, BrokerUnavailable, Subscription, SubscriptionEnded
 
 if TYPE_CHECKING:
     from .wsgi import EventStreamApp, Reply, WSGIEnvironment
 
-__all__ = ["Grip", "parse_grip_last", "verify_grip_sig"]
+__all__ = ["MAX_RECOVERY_TTL", "Grip", "parse_grip_last", "verify_grip_sig"]
 
 log = logging.getLogger("sseproto.grip")
 
@@ -60,8 +61,13 @@ _GRANT_VALUE = re.compile(r"([0-9]{1,12})\.([A-Za-z0-9_-]{43})")
 # a hold without a prev-id has Pushpin check nothing on that stream (a message it missed
 # there is never recovered) and ask for the hold's link without Grip-Last. Reserved.
 _NOTHING_YET = "sseproto.nothing-yet"
-# Ids that can stand unquoted as a header parameter (prev-id=...).
+# Ids that can stand unquoted as a header parameter (prev-id=...); others travel encoded.
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+# Pushpin sends Grip-Last's last-id back unquoted, and a hold without a prev-id leaves the
+# channel unchecked: every id travels as a token ("~" + base64url for the rest).
+_ENCODED = "~"
+# The longest recovery_ttl: ten years (grants carry their expiry in at most 12 digits).
+MAX_RECOVERY_TTL = 10 * 365 * 86400
 
 
 def _b64decode(part: str) -> bytes:
@@ -93,16 +99,35 @@ def verify_grip_sig(token: str, key: bytes, *, iss: str | None = "pushpin", now:
 
 
 def parse_grip_last(value: str) -> dict[str, str]:
-    """``Grip-Last: a; last-id=1, b; last-id=2`` as ``{"a": "1", "b": "2"}`` (channel names
-    and ids hold no commas or semicolons: Pushpin has them from our own headers)."""
+    """``Grip-Last: a; last-id=1, b; last-id=2`` as ``{"a": "1", "b": "2"}``, each id decoded
+    from the token form GRIP carries it in (Pushpin has the ids and the channel names, which
+    hold no commas or semicolons, from our own headers)."""
     out: dict[str, str] = {}
     for item in value.split(","):
         channel, *params = (part.strip() for part in item.split(";"))
         for param in params:
             name, _, param_value = param.partition("=")
             if name.strip() == "last-id" and channel:
-                out[channel] = param_value.strip().strip('"')
+                out[channel] = _event_id(param_value.strip().strip('"'))
     return out
+
+
+def _grip_id(event_id: str) -> str:
+    """An event id as GRIP carries it (``id``, ``prev-id``, ``Grip-Last``): a header token
+    as it is, anything else (or one that starts with ``~``) as ``~`` + base64url of it."""
+    if _TOKEN.fullmatch(event_id) and not event_id.startswith(_ENCODED):
+        return event_id
+    return _ENCODED + base64.urlsafe_b64encode(event_id.encode("utf-8")).rstrip(b"=").decode("ascii")
+
+
+def _event_id(grip_id: str) -> str:
+    """The event id a :func:`_grip_id` stands for (an undecodable one as it came)."""
+    if not grip_id.startswith(_ENCODED):
+        return grip_id
+    try:
+        return _b64decode(grip_id[1:]).decode("utf-8")
+    except (ValueError, UnicodeError):
+        return grip_id
 
 
 class Grip:
@@ -126,8 +151,9 @@ class Grip:
     ) -> None:
         if not url or not key:
             raise ValueError("GRIP needs the proxy's publish URL and its signing key")
-        if type(recovery_ttl) not in (int, float) or not recovery_ttl > 0:
-            raise ValueError(f"recovery_ttl must be a positive number of seconds, got {recovery_ttl!r}")
+        if type(recovery_ttl) not in (int, float) or not 0 < recovery_ttl <= MAX_RECOVERY_TTL:
+            raise ValueError(f"recovery_ttl must be a number of seconds > 0 and <= {MAX_RECOVERY_TTL} "
+                             f"(MAX_RECOVERY_TTL, ten years), got {recovery_ttl!r}")
         self.publish_url = url.rstrip("/") + "/publish/"
         if isinstance(key, str):
             key = base64.b64decode(key[7:]) if key.startswith("base64:") else key.encode("utf-8")
@@ -166,11 +192,11 @@ class Grip:
             item: dict[str, Any] = {"channel": channel,
                                     "formats": {"http-stream": {"content": stored.encode().decode("utf-8")}}}
             if stored.id is not None:
-                item["id"] = stored.id
-                item["prev-id"] = _NOTHING_YET if prev_id is None else prev_id
+                item["id"] = _grip_id(stored.id)
+                item["prev-id"] = _grip_id(_NOTHING_YET if prev_id is None else prev_id)
             try:
                 self._post({"items": [item]})
-            except OSError as exc:
+            except (OSError, http.client.HTTPException, ValueError) as exc:  # stored: never raised
                 log.warning("GRIP publish to %s failed: %s", self.publish_url, exc)
         return stored
 
@@ -223,17 +249,28 @@ class Grip:
         body: list[bytes] = []
         if not recovering and retry is not None:
             body.append(b"retry: %d\n\n" % retry)
+        ended: SubscriptionEnded | None = None
         for channel, (subscription_last_id, subscription) in zip(part_channels, parts, strict=True):
             start = len(body)
             try:
-                for item in replay_prelude(subscription, subscription_last_id):
-                    body.append(item if isinstance(item, bytes) else item.encode())
+                if ended is None:
+                    for item in replay_prelude(subscription, subscription_last_id):
+                        body.append(item if isinstance(item, bytes) else item.encode())
+                    subscription.get(0)  # raises when the broker could not give the replay exactly
+            except SubscriptionEnded as exc:
+                ended = exc
             finally:
                 subscription.close()
+            if ended is not None:
+                continue
             if channel is not None and len(body) > start:
                 # The newest event the body covers: an event another process published after
                 # the ids were read is in the body, and Pushpin must not deliver it again.
                 newest[channel] = _last_id_in(body[start:]) or newest[channel]
+        if ended is not None:
+            # No hold at a position the body does not reach (Pushpin would take the client as
+            # up to date): the client comes back with its Last-Event-ID and gets the replay.
+            return endpoint._come_back(environ, "unavailable", 3000 if retry is None else retry)
         keep_alive = max(1, math.ceil(options.heartbeat))
         headers = [*stream_headers(), ("Grip-Hold", "stream"),
                    ("Grip-Channel", ", ".join(_channel_param(c, newest[c]) for c in channels)),
@@ -324,11 +361,7 @@ def _newest(broker: Broker, channel: str) -> str | None:
 
 
 def _channel_param(channel: str, prev_id: str | None) -> str:
-    if prev_id is None:
-        prev_id = _NOTHING_YET
-    if not _TOKEN.fullmatch(prev_id):
-        return channel  # no position to check against: delivery without recovery
-    return f"{channel}; prev-id={prev_id}"
+    return f"{channel}; prev-id={_grip_id(_NOTHING_YET if prev_id is None else prev_id)}"
 
 
 def _next_link(environ: WSGIEnvironment, grant: str) -> str:

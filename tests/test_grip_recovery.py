@@ -18,6 +18,7 @@ never reach the app, and the hold's ``Grip-*`` headers never reach the client.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import uuid
@@ -32,9 +33,9 @@ from servers import Server, spawn, stop
 from test_grip import KEY, publish_one, token
 
 from sseproto import Event
-from sseproto.brokers import Broker, BrokerUnavailable, MemoryBroker, Subscription
+from sseproto.brokers import Broker, BrokerUnavailable, MemoryBroker, Subscription, SubscriptionEnded
 from sseproto.client import EventSource, iter_events
-from sseproto.grip import Grip
+from sseproto.grip import Grip, parse_grip_last
 from sseproto.wsgi import EventStreamApp, Reply
 
 # test_grip's Pushpin fixtures, here in front of this module's own app (grip_app below:
@@ -195,6 +196,99 @@ def test_an_event_published_elsewhere_while_a_hold_is_made_is_not_delivered_twic
     assert header(reply, "Grip-Channel") == f"a; prev-id={elsewhere[0].id}"  # was {up_to_date.id}
     recovery = endpoint.respond(signed("channel=a,b", grip_last=f"a; last-id={up_to_date.id}"))
     assert header(recovery, "Grip-Channel") == f"a; prev-id={elsewhere[0].id}, b; prev-id={NOTHING}"
+
+
+@pytest.mark.parametrize("odd", ["order:7", "2024-01-01T00:00:00Z", "a b", "x,y;z", "~tilde", "é"])
+def test_ids_that_are_not_header_tokens_still_give_every_channel_a_position(odd: str) -> None:
+    """Regression: a hold whose channel's newest id was no header token (``order:7``, an ISO
+    time) named no prev-id, so Pushpin checked nothing on that stream (a publish it missed
+    was lost) and left the channel out of Grip-Last. Ids travel as tokens, decoded back."""
+    broker = MemoryBroker()
+    grip = Grip("http://127.0.0.1:9", KEY)
+    items = posting(grip)
+    endpoint = EventStreamApp(broker, grip=grip, retry=None)
+    grip.publish(broker, "a", Event("odd", id=odd))
+    held = header(endpoint.respond(signed("channel=a")), "Grip-Channel")
+    after = grip.publish(broker, "a", Event("after"))
+    assert held == f"a; prev-id={items[-1]['prev-id']}" and items[0]["id"] == items[1]["prev-id"]
+    assert re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", items[1]["prev-id"])
+    # Pushpin names the position back in Grip-Last as it had it: the app finds the id.
+    recovery = endpoint.respond(signed("channel=a", grip_last=f"a; last-id={items[1]['prev-id']}"))
+    assert b"".join(recovery.body) == f"id: {after.id}\ndata: after\n\n".encode()
+    assert parse_grip_last(f"a; last-id={items[1]['prev-id']}") == {"a": odd}
+
+
+class _Unreplayable(MemoryBroker):
+    """A broker whose replays cannot be given exactly (Redis lost mid-plan or mid-read)."""
+
+    def __init__(self, midway: bool) -> None:
+        super().__init__()
+        self.midway = midway
+
+    def subscribe(self, channels: Any, last_event_id: str | None = None, *,
+                  max_replay: int | None = None) -> Any:
+        real = super().subscribe(channels, last_event_id, max_replay=max_replay)
+        midway = self.midway
+
+        class Ended:
+            channels = real.channels
+            gap = real.gap
+
+            @property
+            def replay(self) -> Iterator[Event]:
+                if midway:
+                    yield from list(real.replay)[:1]
+                    raise SubscriptionEnded("unavailable")
+                return
+
+            def get(self, timeout: float | None = None) -> Event | None:
+                raise SubscriptionEnded("unavailable")
+
+            def close(self) -> None:
+                real.close()
+
+        return Ended()
+
+
+@pytest.mark.parametrize("midway", [False, True], ids=["ended before the replay", "ended midway"])
+def test_a_hold_whose_replay_the_broker_cannot_give_sends_the_client_back(midway: bool) -> None:
+    """Regression: a subscription that ended while planning its replay (Redis away) gave an
+    empty body and a hold at the channel's newest id, so Pushpin took the client as up to
+    date and what it missed was lost; one that ended midway raised out of respond (500)."""
+    broker = _Unreplayable(midway)
+    grip = Grip("http://127.0.0.1:9", KEY)
+    posting(grip)
+    first = grip.publish(broker, "a", Event("one"))
+    grip.publish(broker, "a", Event("two"))
+    grip.publish(broker, "a", Event("three"))
+    endpoint = EventStreamApp(broker, grip=grip, retry=500, retry_jitter=0)
+    reply = endpoint.respond(signed("channel=a", Last_Event_ID=str(first.id)))
+    assert reply.status == "200 OK" and "Grip-Hold" not in dict(reply.headers)
+    assert b"".join(reply.body) == b": unavailable\nretry: 500\n\n"
+
+
+def test_a_publish_stored_is_never_raised_for_pushpin_s_answer() -> None:
+    """Regression: an HTTP-level failure of the post to Pushpin (not an OSError: a bad
+    status line) escaped publish() after the event was stored; a retry stored it twice."""
+    import http.client
+
+    broker = MemoryBroker()
+    grip = Grip("http://127.0.0.1:9", KEY)
+
+    def bad_status(body: Any) -> None:
+        raise http.client.BadStatusLine("garbage")
+
+    grip._post = bad_status  # type: ignore[method-assign]
+    stored = grip.publish(broker, "a", Event("x"))
+    assert broker.last_id("a") == stored.id
+
+
+@pytest.mark.parametrize("ttl", [float("inf"), float("nan"), 10**12])
+def test_recovery_ttl_is_bounded(ttl: float) -> None:
+    """Regression: an infinite recovery_ttl made every hold raise OverflowError (500), and one
+    past 12 digits of expiry made grants that never matched (every recovery refused)."""
+    with pytest.raises(ValueError, match="MAX_RECOVERY_TTL"):
+        Grip("http://127.0.0.1:9", KEY, recovery_ttl=ttl)
 
 
 def test_a_hold_that_cannot_read_its_position_sends_the_client_back() -> None:
