@@ -111,14 +111,7 @@ def family(pid: int) -> list[int]:
 
 def cpu_s(pid: int) -> float:
     """CPU time (user + system) a process and its descendants have used so far, in seconds."""
-    total = 0
-    for p in family(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-        except (OSError, IndexError, ValueError):
-            pass
-    return total / os.sysconf("SC_CLK_TCK")
+    return sum(cpu_by_name(pid).values())
 
 
 def cpu_by_name(pid: int) -> dict[str, float]:
@@ -128,7 +121,8 @@ def cpu_by_name(pid: int) -> dict[str, float]:
         try:
             name = Path(f"/proc/{p}/comm").read_text().strip()
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            ticks = int(fields[11]) + int(fields[12])  # utime, stime
+            out[name] = out.get(name, 0.0) + ticks / os.sysconf("SC_CLK_TCK")
         except (OSError, IndexError, ValueError):
             pass
     return out
@@ -150,15 +144,7 @@ def rss_by_name(pid: int) -> dict[str, int]:
 
 def rss_kb(pid: int) -> int:
     """Resident memory of a process and its descendants, in KB."""
-    total = 0
-    for p in family(pid):
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
+    return sum(rss_by_name(pid).values())
 
 
 def raise_nofile(need: int) -> str:

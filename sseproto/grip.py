@@ -193,7 +193,7 @@ class Grip:
                                     "formats": {"http-stream": {"content": stored.encode().decode("utf-8")}}}
             if stored.id is not None:
                 item["id"] = _grip_id(stored.id)
-                item["prev-id"] = _grip_id(_NOTHING_YET if prev_id is None else prev_id)
+                item["prev-id"] = _grip_prev_id(prev_id)
             try:
                 self._post({"items": [item]})
             except (OSError, http.client.HTTPException, ValueError) as exc:  # stored: never raised
@@ -231,12 +231,13 @@ class Grip:
             expiry = math.ceil(time.time() + self.recovery_ttl)
         retry = None if options.retry is None else (
             options.retry + (random.randint(0, options.retry_jitter) if options.retry_jitter else 0))
+        come_back_retry = 3000 if retry is None else retry  # when no hold can be made
         with self._lock:
             try:
                 newest = {channel: _last_id(endpoint.broker, channel) for channel in channels}
             except BrokerUnavailable:
                 # No position to hold at: the client comes back with its Last-Event-ID later.
-                return endpoint._come_back(environ, "unavailable", 3000 if retry is None else retry)
+                return endpoint._come_back(environ, "unavailable", come_back_retry)
             if recovering:
                 # Pushpin's recovery: each channel resumes from its own last id.
                 last = parse_grip_last(str(grip_last))
@@ -270,7 +271,7 @@ class Grip:
         if ended is not None:
             # No hold at a position the body does not reach (Pushpin would take the client as
             # up to date): the client comes back with its Last-Event-ID and gets the replay.
-            return endpoint._come_back(environ, "unavailable", 3000 if retry is None else retry)
+            return endpoint._come_back(environ, "unavailable", come_back_retry)
         keep_alive = max(1, math.ceil(options.heartbeat))
         headers = [*stream_headers(), ("Grip-Hold", "stream"),
                    ("Grip-Channel", ", ".join(_channel_param(c, newest[c]) for c in channels)),
@@ -360,8 +361,13 @@ def _newest(broker: Broker, channel: str) -> str | None:
     return next(iter(reversed(list(ids))), None)
 
 
+def _grip_prev_id(prev_id: str | None) -> str:
+    """A channel's position as GRIP carries it: its last id, or "nothing yet" (None)."""
+    return _grip_id(_NOTHING_YET if prev_id is None else prev_id)
+
+
 def _channel_param(channel: str, prev_id: str | None) -> str:
-    return f"{channel}; prev-id={_grip_id(_NOTHING_YET if prev_id is None else prev_id)}"
+    return f"{channel}; prev-id={_grip_prev_id(prev_id)}"
 
 
 def _next_link(environ: WSGIEnvironment, grant: str) -> str:
